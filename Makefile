@@ -1,0 +1,36 @@
+# The two commands: `make book` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# pytest workers: one per core by default
+WORKERS ?= auto
+
+.PHONY: setup book test release bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+## book: build the book into _build/html, executing every chapter; warnings are errors
+book: $(STAMP)
+	GENCORE_PROGRESS=0 $(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+## test: the whole test suite (models at the smoke scale)
+test: $(STAMP)
+	GENCORE_SCALE=smoke $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --durations=15
+
+## release: regenerate the student notebooks in notebooks/ from solutions/
+release: $(STAMP)
+	$(BIN)/python -m autograder release --all
+
+## bench: time the solution notebook, the test suite and a clean book build (see bench/README.md)
+bench: $(STAMP)
+	$(BIN)/python bench/timings.py
+
+clean:
+	rm -rf _build
