@@ -38,7 +38,7 @@ def image_grid(images, nrow: int = 8, pad: int = 1) -> np.ndarray:
     a = _as_images(images)
     n, h, w = a.shape
     rows = int(np.ceil(n / nrow))
-    grid = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad))
+    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad))  # 0 is white in gray_r
     for i, img in enumerate(a):
         r, c = divmod(i, nrow)
         grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
@@ -66,7 +66,8 @@ def training_curves(history: dict, ax=None, title: str | None = None):
     twin.plot(steps, history["kl"], color="tab:orange", label="KL(q(z|x) || p(z))")
     twin.set_ylabel("KL (nats)", color="tab:orange")
     lines = ax.get_lines() + twin.get_lines()
-    ax.legend(lines, [line.get_label() for line in lines], loc="upper right", fontsize=8)
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper center", bbox_to_anchor=(0.5, -0.22),
+              ncol=2, fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
     return ax

@@ -191,19 +191,21 @@ class Autoencoder(nn.Module):
 
 
 @torch.no_grad()
-def importance_log_likelihood(model: VAE, x: torch.Tensor, k: int = 256) -> torch.Tensor:
+def importance_log_likelihood(model: VAE, x: torch.Tensor, k: int = 256, chunk: int = 64) -> torch.Tensor:
     """log p(x) estimated with k importance samples from q(z|x) (Burda et al. 2016), (B,).
 
     log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) is a lower bound that tightens to log p(x) as k
-    grows; with k = 1 its expectation is the ELBO.
+    grows; with k = 1 its expectation is the ELBO. Samples are drawn ``chunk`` at a time.
     """
     mu, logvar = model.encode(x)  # (B, K)
-    std = torch.exp(0.5 * logvar)
-    z = mu + std * torch.randn(k, *mu.shape, device=mu.device)  # (k, B, K)
-    log_px_z = -bernoulli_nll(x.expand(k, *x.shape), model.decode(z))  # (k, B)
-    log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-    log_qz = torch.distributions.Normal(mu, std).log_prob(z).sum(-1)
-    return torch.logsumexp(log_px_z + log_pz - log_qz, dim=0) - math.log(k)
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    prior = torch.distributions.Normal(0.0, 1.0)
+    log_weights = []
+    for start in range(0, k, chunk):
+        z = q.sample((min(chunk, k - start),))  # (c, B, K)
+        log_px_z = -bernoulli_nll(x.expand(len(z), *x.shape), model.decode(z))  # (c, B)
+        log_weights.append(log_px_z + prior.log_prob(z).sum(-1) - q.log_prob(z).sum(-1))
+    return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,11 +54,18 @@ def test_chapter_executes(path: Path, tmp_path: Path):
     print(f"{path.name}: {time.perf_counter() - started:.1f} s at the smoke scale")
 
 
-def test_assignment_links_point_to_chapter_labels():
-    """The assignment's links to the book (…/book/vae.md#label) name labels that exist."""
+def heading_slug(heading: str) -> str:
+    """GitHub's anchor for a heading, as MyST's ``myst_heading_anchors`` makes it."""
+    slug = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return slug.replace(" ", "-")
+
+
+def test_assignment_links_point_to_chapter_sections():
+    """The assignment's links to the book (../../book/vae.md#heading) name headings that exist."""
     notebook = nbformat.read(ROOT / "solutions" / "vae" / "vae.ipynb", as_version=4)
     text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
     links = re.findall(r"book/(\w+)\.md#([\w-]+)", text)
-    assert links
-    for page, label in links:
-        assert f"({label})=" in (ROOT / "book" / f"{page}.md").read_text(), f"{page}.md has no label {label}"
+    assert len(links) == 4
+    for page, anchor in links:
+        headings = re.findall(r"^#+ (.+)$", (ROOT / "book" / f"{page}.md").read_text(), flags=re.M)
+        assert anchor in {heading_slug(h) for h in headings}, f"{page}.md has no heading with anchor {anchor}"
