@@ -1,18 +1,51 @@
-"""Command line: ``python -m autograder release (ASSIGNMENT | --all)``."""
+"""Command line: ``python -m autograder release | grade | check`` (see the README's "Grading")."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
 
 from autograder.release import ROOT, assignments, release
+from autograder.sandbox import Limits
 
 
-def main(argv: list[str] | None = None) -> None:
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    for field in fields(Limits):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
+                            help=f"limit (default {field.default})")
+
+
+def _limits(args) -> Limits:
+    return Limits(**{field.name: getattr(args, field.name) for field in fields(Limits)})
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     release_parser = commands.add_parser("release", help="generate notebooks/ASSIGNMENT from solutions/ASSIGNMENT")
     release_parser.add_argument("assignment", nargs="?", help="a unit under solutions/")
     release_parser.add_argument("--all", action="store_true", help="release every unit")
+
+    grade_parser = commands.add_parser("grade", help="grade a folder or zip of <student>/<notebook>.ipynb")
+    grade_parser.add_argument("assignment")
+    grade_parser.add_argument("submissions", type=Path, help="folder of <student>/<notebook>.ipynb, or an LMS zip")
+    grade_parser.add_argument("--out", type=Path, required=True, help="grades.csv, feedback/, report.html, gradebook.db, journal")
+    grade_parser.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: one per core)")
+    grade_parser.add_argument("--db", default=None, help="gradebook SQLAlchemy URL (default: sqlite in --out)")
+    grade_parser.add_argument("--no-sandbox", action="store_true", help="run student code unprotected (trusted code only)")
+    grade_parser.add_argument("--scale", default="smoke", help="GENCORE_SCALE while grading (default smoke)")
+    grade_parser.add_argument("--book-url", default=None, help="base URL of the built book for feedback links")
+    grade_parser.add_argument("--no-progress", action="store_true")
+    _add_limits(grade_parser)
+
+    check_parser = commands.add_parser("check", help="run the visible checks of your notebook as the grader would")
+    check_parser.add_argument("notebook", type=Path)
+    check_parser.add_argument("--assignment", default=None, help="default: the notebook's folder or name")
+    check_parser.add_argument("--no-sandbox", action="store_true", help="skip the sandbox (your own code, your own machine)")
+    _add_limits(check_parser)
     args = parser.parse_args(argv)
 
     if args.command == "release":
@@ -20,7 +53,37 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("release needs either ASSIGNMENT or --all")
         for name in assignments() if args.all else [args.assignment]:
             print(f"released {release(name).relative_to(ROOT)}")
+        return 0
+
+    from autograder.sandbox import SandboxUnavailable
+
+    if args.command == "grade":
+        from autograder.grade import grade
+
+        try:
+            records = grade(args.assignment, args.submissions, args.out, workers=args.workers, db=args.db,
+                            limits=_limits(args), sandbox=not args.no_sandbox, scale=args.scale,
+                            progress=not args.no_progress, book_url=args.book_url)
+        except SandboxUnavailable as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: what was graded is kept; run the same command again to resume", file=sys.stderr)
+            return 130
+        statuses: dict[str, int] = {}
+        for record in records.values():
+            statuses[record["status"]] = statuses.get(record["status"], 0) + 1
+        print(f"graded {len(records)} submissions ({', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}); see {args.out}")
+        return 0
+
+    if args.command == "check":
+        from autograder.check import check
+
+        assignment = args.assignment or (args.notebook.parent.name if args.notebook.parent.name in assignments() else args.notebook.stem)
+        return check(assignment, args.notebook, sandbox=not args.no_sandbox, limits=_limits(args))
+    return 1
 
 
 if __name__ == "__main__":
-    main()
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    sys.exit(main())

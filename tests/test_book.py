@@ -1,57 +1,76 @@
-"""Every chapter of the book executes without error (at the smoke scale), and the table of
-contents, the configuration and the pages agree."""
+"""The book as readers get it.
+
+One session fixture builds the book the way `make book` does (every chapter executed, warnings
+as errors), at the smoke scale, from a copy of the book's sources in a temporary folder. The
+tests then check the table of contents, the execution cache (an unchanged rebuild executes
+nothing; a changed chapter is the only one re-executed) and the site in a real browser:
+Debian's Chromium, driven by Playwright, with every request that is not to localhost blocked.
+"""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import os
 import re
-import time
+import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import nbformat
 import pytest
 import yaml
-from myst_nb.core.read import read_myst_markdown_notebook
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks")
 
 
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+def toc_files(root: Path = ROOT) -> list[str]:
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
     files = [toc["root"]]
     for part in toc.get("parts", []):
         files += [chapter["file"] for chapter in part.get("chapters", [])]
     return files
 
 
-def chapter_paths() -> list[Path]:
-    """Book pages that hold code cells (MyST notebooks)."""
-    pages = [ROOT / f"{name}.md" for name in toc_files() if (ROOT / f"{name}.md").exists()]
-    return [p for p in pages if "{code-cell}" in p.read_text()]
+def build(source: Path) -> subprocess.CompletedProcess:
+    """`make book`'s build command, run on ``source``; returns the finished process."""
+    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(source),
+               "--warningiserror", "--nitpick", "--keep-going"]
+    env = {**os.environ, "GENCORE_PROGRESS": "0", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, timeout=1500)
 
 
+def executed_pages(log: str) -> list[str]:
+    """The pages MyST-NB executed in a build, from its log."""
+    return sorted(set(re.findall(r"([\w/.-]+)\.(?:md|ipynb): Executing notebook", log)))
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory) -> Path:
+    """A copy of the book's sources, built once; returns the copy's root."""
+    source = tmp_path_factory.mktemp("book")
+    for name in BOOK_SOURCES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+        else:
+            shutil.copy2(path, source / name)
+    done = build(source)
+    assert done.returncode == 0, f"the book build failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    source.joinpath("first_build.log").write_text(done.stdout + done.stderr)
+    return source
+
+
+# ---------------------------------------------------------------------------- sources
 def test_every_toc_entry_exists():
     for name in toc_files():
         assert any((ROOT / f"{name}{ext}").exists() for ext in (".md", ".ipynb")), name
-
-
-def test_chapters_are_found():
-    assert any(p.name == "vae.md" for p in chapter_paths())
-
-
-@pytest.mark.parametrize("path", chapter_paths(), ids=lambda p: p.name)
-def test_chapter_executes(path: Path, tmp_path: Path):
-    notebook = read_myst_markdown_notebook(path.read_text(), path=path)
-    started = time.perf_counter()
-    # run where the chapter lives, as the book build does, on the smoke scale set by conftest
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors, errors
-    # the book treats anything on stderr as a build failure: catch it here too
-    stderr = [o["text"] for c in notebook.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
-    assert not stderr, f"{path.name} wrote to stderr:\n" + "\n".join(stderr)
-    nbformat.write(notebook, tmp_path / f"{path.stem}.ipynb")
-    print(f"{path.name}: {time.perf_counter() - started:.1f} s at the smoke scale")
 
 
 def heading_slug(heading: str) -> str:
@@ -69,3 +88,209 @@ def test_assignment_links_point_to_chapter_sections():
     for page, anchor in links:
         headings = re.findall(r"^#+ (.+)$", (ROOT / "book" / f"{page}.md").read_text(), flags=re.M)
         assert anchor in {heading_slug(h) for h in headings}, f"{page}.md has no heading with anchor {anchor}"
+
+
+# ---------------------------------------------------------------------------- the build
+def test_build_executes_every_chapter_and_not_the_assignments(book: Path):
+    log = (book / "first_build.log").read_text()
+    pages = [book / f"{name}.md" for name in toc_files(book)]
+    chapters = [p for p in pages if p.exists() and "{code-cell}" in p.read_text()]
+    assert chapters and executed_pages(log) == sorted(str(p.with_suffix("")) for p in chapters)
+    assert (book / "_build" / "html" / "notebooks" / "vae" / "vae.html").exists()
+
+
+def test_execution_report_lists_every_chapter(book: Path):
+    report = (book / "_build" / "html" / "book" / "execution.html").read_text()
+    assert "book/vae" in report and "✅" in report and "❌" not in report
+
+
+def test_rebuild_is_cached_and_reexecutes_only_the_changed_chapter(book: Path):
+    unchanged = build(book)
+    assert unchanged.returncode == 0 and executed_pages(unchanged.stdout + unchanged.stderr) == []
+
+    # add a second chapter, build, then change only its code: only it runs again
+    probe = book / "book" / "probe.md"
+    probe.write_text((ROOT / "book" / "vae.md").read_text().split("(vae)=")[0]
+                     + "# Probe\n\n```{code-cell} ipython3\nprint(1 + 1)\n```\n")
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    toc["parts"][0]["chapters"].append({"file": "book/probe"})
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    try:
+        added = build(book)
+        assert added.returncode == 0, added.stdout[-3000:]
+        assert executed_pages(added.stdout + added.stderr) == [str(book / "book" / "probe")]
+        probe.write_text(probe.read_text().replace("print(1 + 1)", "print(2 + 2)"))
+        changed = build(book)
+        assert changed.returncode == 0, changed.stdout[-3000:]
+        assert executed_pages(changed.stdout + changed.stderr) == [str(book / "book" / "probe")]
+    finally:  # leave the built site as the first build made it, for the browser tests
+        probe.unlink()
+        shutil.copy2(ROOT / "_toc.yml", book / "_toc.yml")
+        assert build(book).returncode == 0
+
+
+# ---------------------------------------------------------------------------- the site in a browser
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(book: Path):
+    """The built site served on localhost; yields its base URL and folder."""
+    html = book / "_build" / "html"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(html)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", html
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    """A browser page that can reach the site and nothing else; records what it had to block."""
+    base, _ = site
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.blocked, page.errors = [], []
+
+    def route(request_route):
+        if request_route.request.url.startswith(base + "/"):
+            request_route.continue_()
+        else:
+            page.blocked.append(request_route.request.url)
+            request_route.abort()
+
+    context.route("**/*", route)
+    page.on("pageerror", lambda error: page.errors.append(f"JavaScript error: {error}"))
+    page.on("console", lambda message: page.errors.append(f"console: {message.text}") if message.type == "error" else None)
+    yield page
+    context.close()
+
+
+def is_redirect(path: Path) -> bool:
+    return 'http-equiv="Refresh"' in path.read_text()[:300]
+
+
+def html_pages(html: Path) -> list[str]:
+    """Every page of the site but the redirect stubs (index.html) and the theme's own files."""
+    pages = [p for p in html.rglob("*.html") if not p.relative_to(html).parts[0].startswith("_") and not is_redirect(p)]
+    return sorted(str(p.relative_to(html)) for p in pages)
+
+
+def test_front_page_leads_to_the_introduction(page, site):
+    base, _ = site
+    page.goto(f"{base}/index.html")
+    page.wait_for_url("**/book/intro.html")
+    assert "Deep Generative Models" in page.title()
+
+
+UNTYPESET_MATH = """() => {
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const raw = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.parentElement.closest("pre, code, script, style, textarea, .highlight")) continue;
+    const text = node.textContent;
+    if (text.includes("$$") || text.includes("\\\\(") || text.includes("\\\\[")) raw.push(text.trim().slice(0, 80));
+  }
+  return raw;
+}"""
+
+
+def load(page, url: str) -> None:
+    page.goto(url, wait_until="load")
+    # MathJax typesets after load; wait for it where the page has math
+    page.evaluate("() => (window.MathJax && MathJax.startup && MathJax.startup.promise) || null")
+
+
+def test_pages_load_offline_with_images_and_typeset_math(page, site):
+    base, html = site
+    pages = html_pages(html)
+    assert {"book/intro.html", "book/vae.html", "notebooks/vae/vae.html", "book/bibliography.html"} <= set(pages)
+    for name in pages:
+        load(page, f"{base}/{name}")
+        assert not page.errors, f"{name}: {page.errors}"
+        broken = page.evaluate("() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 80))")
+        assert not broken, f"{name}: images that did not load: {broken}"
+        if page.locator(".math").count():
+            assert page.locator("mjx-container").count() >= page.locator(".math").count(), f"{name}: math not typeset"
+            assert page.locator("mjx-merror").count() == 0, f"{name}: MathJax errors"
+        assert not page.evaluate(UNTYPESET_MATH), f"{name}: raw TeX left on the page"
+    assert not page.blocked, f"the site tried to reach the network: {sorted(set(page.blocked))}"
+
+
+def test_internal_links_resolve(page, site):
+    base, html = site
+    missing = []
+    for name in html_pages(html):
+        load(page, f"{base}/{name}")
+        hrefs = page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
+        for href in hrefs:
+            url = urlparse(href)
+            if not href.startswith(base + "/") or url.path.endswith("/_sources/"):
+                continue
+            target = html / unquote(url.path).lstrip("/")
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                missing.append(f"{name} -> {href}")
+            elif url.fragment and target.suffix == ".html" and f'id="{url.fragment}"' not in target.read_text():
+                missing.append(f"{name} -> {href} (no such anchor)")
+    assert not missing, "\n".join(missing)
+
+
+def test_interactive_figures_respond_without_a_kernel(page, site):
+    base, _ = site
+    load(page, f"{base}/book/vae.html")
+    sliders = page.locator(".frame-slider")
+    assert sliders.count() >= 1
+    for i in range(sliders.count()):
+        slider = sliders.nth(i)
+        shown = "(root) => [...root.querySelectorAll('.frames img')].findIndex(img => img.style.display !== 'none')"
+        before, label_before = slider.evaluate(shown), slider.locator("output").inner_text()
+        last = int(slider.locator("input").get_attribute("max"))
+        target = 0 if before == last else last
+        slider.locator("input").fill(str(target))  # sets the value and fires the input event
+        assert slider.evaluate(shown) == target and slider.locator("output").inner_text() != label_before
+    assert not page.errors, page.errors
+
+
+def test_full_text_search_works_offline(page, site):
+    base, _ = site
+    load(page, f"{base}/search.html?q=reparameterization")
+    page.wait_for_selector("ul.search li", timeout=20_000)
+    assert "vae" in page.locator("ul.search").inner_html()
+
+
+def test_notebook_page_offers_download_and_launch(page, site):
+    base, _ = site
+    load(page, f"{base}/notebooks/vae/vae.html")
+    content = page.content()
+    assert "_sources/notebooks/vae/vae.ipynb" in content  # the download button's target
+    assert "colab.research.google.com" in content and "hub/user-redirect" in content
+
+
+def test_screenshots_for_people(page, site):
+    base, _ = site
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, shot in (("book/intro.html", "intro.png"), ("book/vae.html", "vae.png")):
+        load(page, f"{base}/{name}")
+        page.screenshot(path=str(SCREENSHOTS / shot), full_page=False)
+        assert (SCREENSHOTS / shot).stat().st_size > 10_000

@@ -1,0 +1,39 @@
+"""``python -m autograder check NOTEBOOK``: what the grader reports for the visible tests.
+
+It runs the same pipeline as ``grade`` on one notebook (code found by the functions it
+defines, run in a fresh sandboxed process, verdicts outside it) with the visible checks only:
+the hidden checks' points are left for the real grading. Without bubblewrap it runs unsandboxed
+(it is the student's own code on the student's own machine) and says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autograder.grade import Grader, Job
+from autograder.sandbox import Limits, Slot, sandbox_problem
+from autograder.units import load_unit
+
+
+def check(assignment: str, notebook: Path, sandbox: bool = True, limits: Limits | None = None) -> int:
+    unit = load_unit(assignment)
+    if sandbox and (problem := sandbox_problem()):
+        print(f"note: {problem}; running without a sandbox")
+        sandbox = False
+    grader = Grader(unit, limits or Limits(), sandbox, visible_only=True)
+    slot = Slot(0, unit.probes, grader.limits, sandbox, grader.scale)
+    try:
+        record = grader.grade_one(slot, Job(notebook.stem, notebook))
+    finally:
+        slot.close()
+    hidden = sum(c.points for c in unit.checks() if not c.visible)
+    print(f"{notebook}: status {record['status']}")
+    for note in record["notes"]:
+        print(f"  note: {note}")
+    print(f"{'piece':<16} {'check':<30} {'result':<6} {'points':>7}  message")
+    for piece in unit.pieces:
+        for entry in record["pieces"][piece.name]["checks"]:
+            verdict = "pass" if entry["passed"] else "FAIL"
+            print(f"{piece.name:<16} {entry['name']:<30} {verdict:<6} {entry['points']:>3g} / {entry['max']:g}  {entry.get('message', '')}")
+    print(f"visible tests: {record['total']:g} / {record['max']:g}; hidden tests ({hidden:g} points) are run when you submit")
+    return 0 if record["total"] == record["max"] else 1
