@@ -285,6 +285,10 @@ def test_notebook_page_offers_download_and_launch(page, site):
     content = page.content()
     assert "_sources/notebooks/vae/vae.ipynb" in content  # the download button's target
     assert "colab.research.google.com" in content and "hub/user-redirect" in content
+    # a chapter is MyST Markdown, which Colab cannot open: JupyterHub only
+    load(page, f"{base}/book/vae.html")
+    chapter = page.content()
+    assert "colab.research.google.com" not in chapter and "hub/user-redirect" in chapter
 
 
 def test_screenshots_for_people(page, site):

@@ -57,10 +57,19 @@ def unique_scripts(app: Sphinx, pagename: str, templatename: str, context: dict,
     context["script_files"][:] = scripts
 
 
+def no_colab_for_markdown(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    if pagename not in app.env.all_docs or not str(app.env.doc2path(pagename)).endswith(".md"):
+        return
+    for group in context.get("header_buttons", []):
+        if group.get("label") == "launch-buttons":
+            group["buttons"] = [b for b in group["buttons"] if b.get("text") != "Colab"]
+
+
 def setup(app: Sphinx) -> dict:
     mathjax_source()  # fail early, with the fix in the message
     app.config.mathjax_path = f"mathjax/{MATHJAX_ENTRY}"
     app.connect("build-finished", copy_mathjax)
     # early: html-page-context stops at the first handler that returns a template name
     app.connect("html-page-context", unique_scripts, priority=100)
+    app.connect("html-page-context", no_colab_for_markdown, priority=502)  # after the theme adds them
     return {"parallel_read_safe": True, "parallel_write_safe": True}
