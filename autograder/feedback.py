@@ -35,7 +35,9 @@ def feedback_html(unit: Unit, record: dict, book_url: str) -> str:
         result = record["pieces"].get(piece.name)
         if result is None:
             continue
-        link = f"{book_url.rstrip('/')}/{unit.chapter}#{piece.anchor}"
+        # an anchor is a section of the unit's chapter, or "book/<page>.html#<section>" elsewhere
+        page, _, section = piece.anchor.rpartition("#")
+        link = f"{book_url.rstrip('/')}/{page or unit.chapter}#{section}"
         parts.append(f"<h2>{e(piece.title)} (<code>{e(piece.name)}</code>): {result['points']:g} / {result['max']:g}</h2>")
         parts.append(f"<p>The equation: <a href='{e(link)}'>{e(link.rsplit('/', 1)[-1])}</a>.</p>")
         if result["message"]:

@@ -20,6 +20,7 @@ outside.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
 import random
@@ -40,7 +41,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)  # one grading slot per core; also keeps the OpenMP pool fork-safe
 
-import gencore.vae  # noqa: E402
+import gencore  # noqa: E402
 import matplotlib.pyplot  # noqa: E402,F401  (the notebooks' setup cell imports it)
 import torch.nn.functional  # noqa: E402,F401
 from gencore import data  # noqa: E402,F401
@@ -97,17 +98,21 @@ def encode(value, depth: int = 0):
 # the child: one piece of one submission
 # ----------------------------------------------------------------------------------------------
 
-# gencore's own functions, captured before any wrapping: the probes pass these where a check
-# needs the reference (e.g. kl_fn=reference.gaussian_kl), so such calls never count as forbidden
-REFERENCE = types.SimpleNamespace(**vars(gencore.vae))
+# the unit's gencore module (the probes' ``LIBRARY``), captured by ``main`` before any wrapping:
+# the probes pass its functions where a check needs the reference (e.g. kl_fn=ref.gaussian_kl),
+# so such calls never count as forbidden
+REFERENCE = types.SimpleNamespace()
 
 
 def _install_forbidden(names: list[str], called: list[str]) -> None:
     """Replace each dotted name (``gencore.vae.gaussian_kl``) by a wrapper that records its call."""
     for dotted in names:
         module_name, _, attr = dotted.rpartition(".")
-        module = sys.modules.get(module_name)
-        original = getattr(module, attr, None) if module is not None else None
+        try:  # import it now: a module the student imports later would bring unwrapped functions
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        original = getattr(module, attr, None)
         if original is None:
             continue
 
@@ -309,6 +314,7 @@ if __name__ == "__main__":
     module = importlib.util.module_from_spec(spec)
     sys.modules["unit_probes"] = module
     spec.loader.exec_module(module)
+    REFERENCE.__dict__.update(vars(importlib.import_module(getattr(module, "LIBRARY", "gencore.vae"))))
     if hasattr(module, "warm"):
         module.warm()
     serve()

@@ -41,13 +41,18 @@ def two_moons(n: int, noise: float = 0.05, seed: int = 0, device=None) -> torch.
     return points.to(device or get_device())
 
 
+def eight_gaussian_centers(radius: float = 2.0) -> torch.Tensor:
+    """The eight means of :func:`eight_gaussians`, shape (8, 2), on a circle of ``radius`` (CPU)."""
+    angle = torch.arange(8, dtype=torch.float32) * (2 * math.pi / 8)
+    return radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
 def eight_gaussians(n: int, radius: float = 2.0, std: float = 0.1, seed: int = 0, device=None):
     """A ring of eight equally weighted Gaussians, shape (n, 2); the classic mode-collapse test."""
     _check_n(n)
     g = _generator(seed)
     k = torch.randint(0, 8, (n,), generator=g)
-    angle = k.float() * (2 * math.pi / 8)
-    centres = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # (n, 2)
+    centres = eight_gaussian_centers(radius)[k]  # (n, 2)
     return (centres + std * torch.randn(n, 2, generator=g)).to(device or get_device())
 
 

@@ -14,6 +14,7 @@ cell's points, so the gradebook, ``nbgrader export`` and plain ``nbgrader autogr
 from __future__ import annotations
 
 import importlib
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ class Check:
 class Piece:
     name: str  # the function the student writes (also the grade_id of its solution cell)
     title: str
-    anchor: str  # section of the book chapter with the equation this piece implements
+    anchor: str  # section of the unit's chapter with the equation, or "book/<page>.html#<section>"
     checks: tuple[Check, ...]
     forbidden: tuple[str, ...] = ()  # dotted names that earn no credit when called for this piece
 
@@ -72,3 +73,39 @@ def load_unit(assignment: str) -> Unit:
     except ModuleNotFoundError as error:
         raise ValueError(f"no grading checks for {assignment!r}: write autograder/units/{assignment}.py") from error
     return module.UNIT
+
+
+def run_in_notebook(assignment: str, check_name: str, namespace: dict) -> None:
+    """Run one check inside a notebook (a hidden-test cell): the probe on the notebook's own
+    functions, then the verdict, in this process. Raises ``AssertionError`` with the check's
+    message when it fails, which is how plain ``nbgrader autograde`` takes points away.
+
+    This makes ``autograder/units/<unit>.py`` the single source of a unit's hidden tests: the
+    nbgrader source notebook's hidden cell is one call of this function, and the sandboxed
+    grader runs the same probe and verdict split across the sandbox boundary.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    from autograder import grade
+
+    unit = load_unit(assignment)
+    checks = {check.name: check for check in unit.checks()}
+    if check_name not in checks:
+        raise ValueError(f"{assignment} has no check {check_name!r}; it has {sorted(checks)}")
+    probes = importlib.import_module(f"autograder.units.{assignment}_probes")
+    reference = types.SimpleNamespace(**vars(importlib.import_module(probes.LIBRARY)))
+    threads = torch.get_num_threads()
+    from autograder import worker  # the same plain-data encoding as the sandbox's (sets 1 thread)
+
+    torch.set_num_threads(threads)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    data = grade._decode_value(worker.encode(getattr(probes, check_name)(namespace, reference)))
+    try:
+        checks[check_name].verdict(data)
+    except CheckFailed as failure:
+        raise AssertionError(str(failure)) from None

@@ -170,7 +170,7 @@ def step_hidden(d: dict) -> None:
 
 # -- the unit ----------------------------------------------------------------------------------
 
-LIBRARY = "gencore.vae"
+LIBRARY = probes.LIBRARY
 
 UNIT = Unit(
     assignment="vae",

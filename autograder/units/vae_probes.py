@@ -15,6 +15,8 @@ import math
 import torch
 from gencore import data
 
+LIBRARY = "gencore.vae"  # the module whose functions the probes pass as `ref`
+
 
 def kl_hidden_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)

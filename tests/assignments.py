@@ -1,0 +1,76 @@
+"""Grading an assignment's typical mistakes both ways: plain nbgrader and the sandboxed grader.
+
+A unit's test module lists its plausible wrong answers as ``WRONG = {name: (piece, code, kept)}``
+(``kept``: the points that answer keeps on its own piece) and calls :func:`grade_both`. Each
+wrong answer must lose points on its own piece only, and the two graders must agree cell by
+cell. Used by the assignment tests of the units after the VAE (whose tests predate it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+
+from autograder.grade import grade
+from autograder.plain_nbgrader import autograde, fill_answers, prepare_course, solution_answers
+from autograder.release import ROOT, release
+from autograder.sandbox import Limits, sandbox_problem
+from autograder.units import load_unit
+
+LIMITS = Limits(piece_seconds=30, notebook_seconds=120, memory_mb=2048)
+
+
+def submissions(assignment: str, wrong: dict, released: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    """The solution, the untouched released notebook and one notebook per wrong answer."""
+    solution = solution_answers(assignment)
+    subs = {"solution": fill_answers(released, solution), "released": released}
+    for name, (piece, code, _) in wrong.items():
+        subs[name] = fill_answers(released, {**solution, piece: code.strip()})
+    return subs
+
+
+def grade_both(assignment: str, wrong: dict, tmp: Path) -> tuple[dict, dict]:
+    """Grade every submission with plain nbgrader and with the sandboxed grader.
+
+    Returns ``(nbgrader, ours)``, each ``{student: {grade_id: points}}``.
+    """
+    course = tmp / "course"
+    released = nbformat.read(prepare_course(assignment, course) / f"{assignment}.ipynb", as_version=4)
+    subs = submissions(assignment, wrong, released)
+    nbgrader_scores = autograde(assignment, subs, course)
+    folder, out = tmp / "submissions", tmp / "graded"
+    for student, notebook in subs.items():
+        (folder / student).mkdir(parents=True)
+        nbformat.write(notebook, folder / student / f"{assignment}.ipynb")
+    records = grade(assignment, folder, out, workers=2, limits=LIMITS, progress=False, sandbox=sandbox_problem() is None)
+    ours = {
+        student: {check["name"]: check["points"] for piece in record["pieces"].values() for check in piece["checks"]}
+        for student, record in records.items()
+    }
+    return nbgrader_scores, ours
+
+
+def expected_scores(assignment: str, wrong: dict) -> dict[str, dict[str, float]]:
+    """Per piece: full points everywhere, except ``kept`` on the piece a wrong answer breaks."""
+    unit = load_unit(assignment)
+    full = {piece.name: piece.points for piece in unit.pieces}
+    expected = {"solution": full, "released": dict.fromkeys(full, 0.0)}
+    for name, (broken, _, kept) in wrong.items():
+        expected[name] = {**full, broken: kept}
+    return expected
+
+
+def piece_scores(assignment: str, cells: dict[str, float]) -> dict[str, float]:
+    """Points per piece from points per nbgrader test cell."""
+    unit = load_unit(assignment)
+    return {piece.name: sum(cells.get(check.name, 0.0) for check in piece.checks) for piece in unit.pieces}
+
+
+def stale_notebooks(assignment: str, tmp: Path) -> list[str]:
+    """The notebooks of ``notebooks/<assignment>/`` that differ from a fresh ``release``."""
+    fresh = release(assignment, release_directory=str(tmp))
+    committed = ROOT / "notebooks" / assignment
+    return [path.name for path in sorted(fresh.glob("*.ipynb"))
+            if json.loads((committed / path.name).read_text()) != json.loads(path.read_text())]
