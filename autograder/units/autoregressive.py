@@ -193,7 +193,7 @@ UNIT = Unit(
     chapter="book/autoregressive.html",
     probes=Path(probes.__file__),
     pieces=(
-        Piece("gaussian_nll", "The Gaussian negative log-likelihood", "book/foundations.html#worked-example-a-gaussian-fitted-to-three-points", (
+        Piece("gaussian_nll", "The Gaussian negative log-likelihood", "book/foundations.html#maximum-likelihood", (
             Check("test_gaussian_nll_visible", 1, True, nll_visible,
                   "the chapter's worked example (2, 3, 5) at its maximum-likelihood fit, and x = 0 under N(0, 1)"),
             Check("test_gaussian_nll_hidden", 2, False, nll_hidden,

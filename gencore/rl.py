@@ -1,0 +1,226 @@
+"""Reinforcement learning for language models with verifiable rewards, top to bottom.
+
+1. the target: the maximiser of E_pi[r] - beta KL(pi || pi_ref) over a discrete set
+   (``kl_regularized_optimum``), the objective itself, and the score-function (log-derivative)
+   estimator of a gradient of an expectation (``reinforce_surrogate``);
+2. advantages: rewards minus their group mean, over a standard deviation (``group_advantages``),
+   and the filters of groups that carry no signal (``informative_groups``, ``PassRateFilter``);
+3. the per-token objectives: GRPO's clipped ratio with the k3 KL estimate to a reference
+   (``grpo_loss``), and the ScaleRL objective (``scalerl_loss``).
+
+Shapes: a batch holds G completions for each of P prompts, ``N = P G`` rows, grouped
+contiguously (rows 0..G-1 answer prompt 0, ...). Per-token tensors are (N, T) with a 0/1
+``mask`` of the completion tokens; rewards and advantages are (N,).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------------------------
+# 1. The KL-regularised target and the score-function estimator
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_beta(beta) -> None:
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
+        raise ValueError(f"beta must be a positive number, got {beta!r}")
+
+
+def _check_probs(name: str, probs: torch.Tensor) -> None:
+    if not isinstance(probs, torch.Tensor) or probs.dim() < 1:
+        raise ValueError(f"{name} must be a tensor of probabilities along its last dimension, got {type(probs).__name__}")
+    if (probs < 0).any():
+        raise ValueError(f"{name} has negative entries")
+    total = probs.sum(-1)
+    if not torch.allclose(total, torch.ones_like(total), atol=1e-5):
+        raise ValueError(f"{name} must sum to 1 along its last dimension, got sums {total.flatten()[:4].tolist()}")
+
+
+def kl_regularized_optimum(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """The maximiser of E_{y~pi}[r(y)] - beta KL(pi || pi_ref) over distributions on a finite set:
+
+        pi*(y) = pi_ref(y) exp(r(y) / beta) / Z,   Z = sum_y pi_ref(y) exp(r(y) / beta)
+
+    (e.g. Rafailov et al. 2023, Eq. 4). Computed as a softmax of log pi_ref + r / beta, which
+    never overflows; outcomes with pi_ref = 0 keep probability 0. Works along the last dimension.
+    """
+    _check_probs("ref_probs", ref_probs)
+    _check_beta(beta)
+    if not isinstance(rewards, torch.Tensor) or rewards.shape != ref_probs.shape:
+        raise ValueError(f"rewards must have the shape of ref_probs, {tuple(ref_probs.shape)}, got {tuple(getattr(rewards, 'shape', ()))}")
+    return torch.softmax(torch.log(ref_probs) + rewards / beta, dim=-1)
+
+
+def kl_regularized_objective(probs: torch.Tensor, ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """E_pi[r] - beta KL(pi || pi_ref) along the last dimension (terms with pi = 0 contribute 0)."""
+    _check_beta(beta)
+    log_ratio = torch.where(probs > 0, torch.log(probs) - torch.log(ref_probs), torch.zeros_like(probs))
+    return (probs * rewards).sum(-1) - beta * (probs * log_ratio).sum(-1)
+
+
+def reinforce_surrogate(logprobs: torch.Tensor, rewards: torch.Tensor, baseline: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """A scalar whose gradient is the score-function estimate of grad E_{y~p_theta}[r(y)]:
+
+        grad E[r(y)] = E[r(y) grad log p_theta(y)]  ~  (1/N) sum_i (r_i - b) grad log p_theta(y_i)
+
+    (the log-derivative trick; Williams 1992). ``logprobs`` (N,) are log p_theta(y_i) of samples
+    y_i ~ p_theta, differentiable in theta; the rewards (and a baseline b that does not depend on
+    y_i) enter as constants. Not the reparameterization estimator of the VAE chapter: no gradient
+    flows through the sample itself, so r needs no derivative (a verifier's 0/1 is fine).
+    """
+    if logprobs.shape != rewards.shape or logprobs.dim() != 1:
+        raise ValueError(f"logprobs and rewards must both have shape (N,), got {tuple(logprobs.shape)} and {tuple(rewards.shape)}")
+    return ((rewards - baseline).detach() * logprobs).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Advantages and group filters
+# ---------------------------------------------------------------------------------------------
+
+
+def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    if not isinstance(rewards, torch.Tensor) or rewards.dim() != 1:
+        raise ValueError(f"rewards must have shape (N,), got {tuple(getattr(rewards, 'shape', ()))}")
+    if rewards.numel() % group_size:
+        raise ValueError(f"group_size {group_size} does not divide the batch of {rewards.numel()} rewards")
+    return rewards.view(-1, group_size)
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-6) -> torch.Tensor:
+    """A_i = (r_i - mean of its group) / (std + eps), shape (N,).
+
+    ``scale="group"``: the standard deviation of each group, as in GRPO (Shao et al. 2024);
+    ``scale="batch"``: one standard deviation of the whole batch's rewards, as in ScaleRL
+    (Khatri et al. 2025); ``scale="none"``: the centred rewards. Standard deviations are the
+    population ones (divide by G). A group whose rewards are all equal gets advantages exactly 0
+    (its numerator is 0), whatever the scale.
+    """
+    groups = _groups(rewards, group_size).to(torch.get_default_dtype() if not rewards.is_floating_point() else rewards.dtype)
+    centred = groups - groups.mean(dim=1, keepdim=True)
+    if scale == "group":
+        std = groups.std(dim=1, unbiased=False, keepdim=True)
+    elif scale == "batch":
+        std = groups.flatten().std(unbiased=False)
+    elif scale == "none":
+        return centred.flatten()
+    else:
+        raise ValueError(f"scale must be 'group', 'batch' or 'none', got {scale!r}")
+    return (centred / (std + eps)).flatten()
+
+
+def informative_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """A (P,) bool mask of the groups whose rewards are not all equal.
+
+    A group that all passes or all fails has zero advantages: it adds nothing to the gradient
+    but still counts in the token normaliser, so ScaleRL drops it from the batch ("zero-variance
+    filtering", Khatri et al. 2025).
+    """
+    groups = _groups(rewards, group_size)
+    return (groups != groups[:, :1]).any(dim=1)
+
+
+@dataclass
+class PassRateFilter:
+    """ScaleRL's "no positive resampling": a prompt whose pass rate (over the group of its last
+    sampling) reaches ``threshold`` (0.9) is not sampled again in later epochs."""
+
+    threshold: float = 0.9
+    retired: set = field(default_factory=set)
+
+    def update(self, prompt_ids, rewards: torch.Tensor, group_size: int) -> None:
+        rates = _groups(rewards, group_size).double().mean(dim=1)
+        for prompt_id, rate in zip(prompt_ids, rates.tolist()):
+            if rate >= self.threshold:
+                self.retired.add(prompt_id)
+
+    def keep(self, prompt_ids) -> list:
+        return [p for p in prompt_ids if p not in self.retired]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Per-token objectives
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_tokens(mask: torch.Tensor, advantages: torch.Tensor, **tensors: torch.Tensor) -> None:
+    if mask.dim() != 2:
+        raise ValueError(f"mask must have shape (N, T), got {tuple(mask.shape)}")
+    for name, value in tensors.items():
+        if value.shape != mask.shape:
+            raise ValueError(f"{name} must have the shape of mask, {tuple(mask.shape)}, got {tuple(value.shape)}")
+    if advantages.shape != mask.shape[:1]:
+        raise ValueError(f"advantages must have shape (N,) = ({mask.shape[0]},), got {tuple(advantages.shape)}")
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """The per-token "k3" estimate of KL(pi || pi_ref) on tokens sampled from pi (Schulman 2020):
+    exp(d) - d - 1 with d = log pi_ref - log pi; unbiased, and never negative."""
+    d = ref_logprobs - logprobs
+    return torch.exp(d) - d - 1
+
+
+def grpo_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, advantages: torch.Tensor,
+    mask: torch.Tensor, clip_eps: float = 0.2, kl_coef: float = 0.04,
+) -> tuple[torch.Tensor, dict]:
+    """The GRPO loss (Shao et al. 2024, Eq. 3), to minimise; returns ``(loss, stats)``.
+
+    Per token, with rho = pi / pi_old: -[min(rho A, clip(rho, 1 - eps, 1 + eps) A) - kl_coef k3],
+    averaged over each completion's tokens, then over completions. ``old_logprobs`` (the policy
+    that generated) and ``ref_logprobs`` are constants. ``stats``: ``clip_fraction`` (tokens whose
+    ratio was clipped) and ``kl`` (mean k3 per token).
+    """
+    _check_tokens(mask, advantages, logprobs=logprobs, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs)
+    mask = mask.to(logprobs.dtype)
+    ratio = torch.exp(logprobs - old_logprobs.detach())
+    a = advantages.detach()[:, None]
+    surrogate = torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+    kl = k3_kl(logprobs, ref_logprobs.detach())
+    per_token = -(surrogate - kl_coef * kl)
+    per_sequence = (per_token * mask).sum(1) / mask.sum(1).clamp_min(1)
+    with torch.no_grad():
+        clipped = ((ratio - ratio.clamp(1 - clip_eps, 1 + clip_eps)).abs() > 0).to(mask.dtype)
+        stats = {"clip_fraction": float((clipped * mask).sum() / mask.sum().clamp_min(1)),
+                 "kl": float((kl * mask).sum() / mask.sum().clamp_min(1))}
+    return per_sequence.mean(), stats
+
+
+def scalerl_loss(
+    logprobs: torch.Tensor, gen_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+    max_weight: float = 4.0,
+) -> tuple[torch.Tensor, dict]:
+    """The ScaleRL objective (Khatri et al. 2025; the truncated importance-sampling loss of CISPO),
+    to minimise; returns ``(loss, stats)``:
+
+        loss = -(1 / sum_i |y_i|) sum_i sum_t sg(min(rho_it, max_weight)) A_i log pi(y_it),
+
+    rho_it = pi(y_it) / pi_gen(y_it), the trainer's over the generator's probability of the token.
+    The weight is a constant (stop-gradient), so every token's gradient is A_i grad log pi,
+    reweighted for the mismatch between the generator and the trainer and capped so that one
+    token cannot dominate; the sum over all tokens of the batch divided by their number weighs
+    every token equally, whatever the length of its completion. ``stats``: ``truncated_fraction``
+    (tokens whose weight was capped) and ``mean_weight``.
+    """
+    _check_tokens(mask, advantages, logprobs=logprobs, gen_logprobs=gen_logprobs)
+    mask = mask.to(logprobs.dtype)
+    rho = torch.exp(logprobs.detach() - gen_logprobs.detach())
+    weight = rho.clamp_max(max_weight)
+    loss = -(weight * advantages.detach()[:, None] * logprobs * mask).sum() / mask.sum().clamp_min(1)
+    with torch.no_grad():
+        tokens = mask.sum().clamp_min(1)
+        stats = {"truncated_fraction": float(((rho > max_weight).to(mask.dtype) * mask).sum() / tokens),
+                 "mean_weight": float((weight * mask).sum() / tokens)}
+    return loss, stats
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] per position: logits (N, T, V), tokens (N, T) -> (N, T)."""
+    if logits.shape[:2] != tokens.shape:
+        raise ValueError(f"logits (N, T, V) and tokens (N, T) disagree: {tuple(logits.shape)} and {tuple(tokens.shape)}")
+    return F.log_softmax(logits.float(), dim=-1).gather(-1, tokens[..., None]).squeeze(-1)

@@ -1,0 +1,217 @@
+"""gencore.rl and gencore.preference against independent references: scipy's optimiser, exact
+gradients by enumeration, explicit loops over groups and tokens, autograd."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch
+
+from gencore import preference, rl
+
+# ---------------------------------------------------------------------------------------------
+# the KL-regularised optimum and the score-function estimator
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0, 5.0])
+def test_kl_regularized_optimum_maximises_the_objective(beta):
+    ref = torch.tensor([0.5, 0.2, 0.2, 0.1], dtype=torch.float64)
+    r = torch.tensor([0.0, 1.0, 0.3, 2.0], dtype=torch.float64)
+    optimum = rl.kl_regularized_optimum(ref, r, beta)
+
+    def negative(logits):  # the objective over the simplex, parameterised by softmax logits
+        p = torch.softmax(torch.tensor(logits), 0)
+        return -float(rl.kl_regularized_objective(p, ref, r, beta))
+
+    found = scipy.optimize.minimize(negative, np.zeros(4), method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 20000})
+    assert torch.allclose(torch.softmax(torch.tensor(found.x), 0), optimum, atol=1e-4)
+    # the optimal value is beta log Z
+    z = (ref * torch.exp(r / beta)).sum()
+    assert float(rl.kl_regularized_objective(optimum, ref, r, beta)) == pytest.approx(beta * math.log(z), rel=1e-9)
+
+
+def test_kl_regularized_optimum_limits_and_zero_reference_mass():
+    ref = torch.tensor([0.0, 0.6, 0.4])
+    r = torch.tensor([9.0, 0.0, 1.0])
+    assert rl.kl_regularized_optimum(ref, r, 0.01)[0] == 0  # outside the reference's support: never
+    assert torch.allclose(rl.kl_regularized_optimum(ref, r, 0.01), torch.tensor([0.0, 0.0, 1.0]), atol=1e-6)  # beta -> 0: argmax
+    assert torch.allclose(rl.kl_regularized_optimum(ref, r, 1e4), ref, atol=1e-4)  # beta -> inf: the reference
+    batch = rl.kl_regularized_optimum(ref.expand(3, 3), torch.randn(3, 3), 1.0)
+    assert batch.shape == (3, 3) and torch.allclose(batch.sum(-1), torch.ones(3))
+
+
+def test_score_function_estimator_is_unbiased_for_the_exact_gradient():
+    # E_{y~softmax(theta)}[f(y)] over 4 outcomes: exact gradient by enumeration and autograd
+    theta = torch.tensor([0.3, -0.2, 0.5, 0.0], requires_grad=True)
+    f = torch.tensor([1.0, 0.0, 2.0, -1.0])
+    (exact,) = torch.autograd.grad((torch.softmax(theta, 0) * f).sum(), theta)
+    g = torch.Generator().manual_seed(0)
+    y = torch.multinomial(torch.softmax(theta, 0).detach(), 200_000, replacement=True, generator=g)
+    logp = torch.log_softmax(theta, 0)[y]
+    (estimate,) = torch.autograd.grad(rl.reinforce_surrogate(logp, f[y]), theta, retain_graph=True)
+    assert torch.allclose(estimate, exact, atol=0.01)  # Monte Carlo s.e. about 0.003 per entry
+    # a constant baseline changes nothing in expectation (E[grad log p] = 0)
+    (with_baseline,) = torch.autograd.grad(rl.reinforce_surrogate(logp, f[y], baseline=0.75), theta)
+    assert torch.allclose(with_baseline, exact, atol=0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# advantages and filters
+# ---------------------------------------------------------------------------------------------
+
+
+def test_group_advantages_against_a_loop_over_groups():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    got = rl.group_advantages(rewards, 4)
+    for k in range(3):
+        group = rewards[4 * k: 4 * k + 4].numpy()
+        expected = (group - group.mean()) / (group.std() + 1e-6)  # numpy's std divides by N
+        assert np.allclose(got[4 * k: 4 * k + 4].numpy(), expected, atol=1e-6)
+    assert torch.equal(got[4:8], torch.zeros(4))  # all passed: no signal
+    batch = rl.group_advantages(rewards, 4, scale="batch")
+    centred = np.concatenate([g - g.mean() for g in rewards.numpy().reshape(3, 4)])
+    assert np.allclose(batch.numpy(), centred / (rewards.numpy().std() + 1e-6), atol=1e-6)
+
+
+def test_informative_groups_and_pass_rate_filter():
+    rewards = torch.tensor([1, 1, 1, 0, 0, 0, 1, 0, 1]).float()
+    assert rl.informative_groups(rewards, 3).tolist() == [False, False, True]
+    pass_filter = rl.PassRateFilter(threshold=0.9)
+    pass_filter.update(["a", "b", "c"], torch.tensor([1.0] * 10 + [0.0] * 10 + [1.0] * 9 + [0.0]), 10)
+    # a passed 10/10 and c 9/10: both reach 0.9 and are not sampled again; b (0/10) and d (unseen) stay
+    assert pass_filter.keep(["a", "b", "c", "d"]) == ["b", "d"]
+
+
+# ---------------------------------------------------------------------------------------------
+# per-token objectives
+# ---------------------------------------------------------------------------------------------
+
+
+def _token_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n, t = 6, 5
+    logprobs = (-torch.rand(n, t, generator=g) * 3).requires_grad_()
+    gen = logprobs.detach() + 0.3 * torch.randn(n, t, generator=g)
+    ref = logprobs.detach() + 0.2 * torch.randn(n, t, generator=g)
+    lengths = torch.tensor([5, 3, 1, 4, 5, 2])
+    mask = (torch.arange(t)[None] < lengths[:, None]).float()
+    advantages = torch.randn(n, generator=g)
+    return logprobs, gen, ref, mask, advantages
+
+
+def test_scalerl_loss_matches_a_loop_and_its_gradient_is_the_weighted_score():
+    logprobs, gen, _, mask, adv = _token_batch()
+    loss, stats = rl.scalerl_loss(logprobs, gen, adv, mask, max_weight=1.2)
+    total, tokens, truncated = 0.0, 0, 0
+    for i in range(6):
+        for t in range(int(mask[i].sum())):
+            rho = math.exp(logprobs[i, t].item() - gen[i, t].item())
+            truncated += rho > 1.2
+            total += min(rho, 1.2) * adv[i].item() * logprobs[i, t].item()
+            tokens += 1
+    assert loss.item() == pytest.approx(-total / tokens, rel=1e-6)
+    assert stats["truncated_fraction"] == pytest.approx(truncated / tokens)
+    # the weight is a constant: d loss / d log pi(y_it) = -min(rho, eps) A_i / (number of tokens)
+    (grad,) = torch.autograd.grad(loss, logprobs)
+    rho = torch.exp(logprobs.detach() - gen).clamp_max(1.2)
+    assert torch.allclose(grad, -rho * adv[:, None] * mask / mask.sum(), atol=1e-7)
+
+
+def test_scalerl_token_sum_weighs_every_token_equally_unlike_a_per_sequence_mean():
+    # one long and one short completion, same advantage: each token gets the same gradient
+    logprobs = torch.zeros(2, 4, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    loss, _ = rl.scalerl_loss(logprobs, torch.zeros(2, 4), torch.ones(2), mask)
+    (grad,) = torch.autograd.grad(loss, logprobs)
+    assert torch.allclose(grad[mask.bool()], torch.full((5,), -0.2))
+
+
+def test_grpo_loss_matches_a_loop():
+    logprobs, old, ref, mask, adv = _token_batch(1)
+    loss, stats = rl.grpo_loss(logprobs, old, ref, adv, mask, clip_eps=0.2, kl_coef=0.1)
+    per_sequence, clipped, tokens, kl_total = [], 0, 0, 0.0
+    for i in range(6):
+        terms = []
+        for t in range(int(mask[i].sum())):
+            ratio = math.exp(logprobs[i, t].item() - old[i, t].item())
+            a = adv[i].item()
+            surrogate = min(ratio * a, min(max(ratio, 0.8), 1.2) * a)
+            d = ref[i, t].item() - logprobs[i, t].item()
+            kl = math.exp(d) - d - 1
+            terms.append(-(surrogate - 0.1 * kl))
+            clipped += not (0.8 <= ratio <= 1.2)
+            kl_total += kl
+            tokens += 1
+        per_sequence.append(sum(terms) / len(terms))
+    assert loss.item() == pytest.approx(sum(per_sequence) / 6, abs=1e-6)
+    assert stats["clip_fraction"] == pytest.approx(clipped / tokens)
+    assert stats["kl"] == pytest.approx(kl_total / tokens, rel=1e-6)
+
+
+def test_k3_is_an_unbiased_nonnegative_kl_estimate():
+    p, q = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.5, 0.3])
+    y = torch.multinomial(p, 400_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    k3 = rl.k3_kl(p.log()[y], q.log()[y])
+    exact = float((p * (p / q).log()).sum())
+    assert (k3 >= 0).all() and k3.mean().item() == pytest.approx(exact, abs=3e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# preferences
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bradley_terry_against_a_bernoulli_likelihood():
+    rw, rl_ = torch.tensor([2.0, -1.0, 0.0, 30.0]), torch.tensor([1.0, 1.0, 0.0, -30.0])
+    expected = -torch.distributions.Bernoulli(logits=rw - rl_).log_prob(torch.ones(4))
+    assert torch.allclose(preference.bradley_terry_loss(rw, rl_), expected)
+    p = preference.bradley_terry_probability(rw, rl_)
+    assert torch.allclose(p, torch.exp(rw) / (torch.exp(rw) + torch.exp(rl_)))
+
+
+def test_dpo_loss_is_bradley_terry_on_implicit_rewards_and_the_partition_function_cancels():
+    g = torch.Generator().manual_seed(0)
+    pw, pl, rw, rl_ = (torch.randn(8, generator=g) * 5 - 20 for _ in range(4))
+    beta = 0.3
+    loss = preference.dpo_loss(pw, pl, rw, rl_, beta)
+    margin = beta * ((pw - rw) - (pl - rl_))
+    assert torch.allclose(loss, torch.log1p(torch.exp(-margin)), atol=1e-6)
+    # adding the same per-prompt constant (beta log Z) to both implicit rewards changes nothing
+    shifted = preference.bradley_terry_loss(preference.implicit_rewards(pw, rw, beta) + 7.0, preference.implicit_rewards(pl, rl_, beta) + 7.0)
+    assert torch.allclose(shifted, loss, atol=1e-6)
+
+
+def test_dpo_hand_derived_gradient_matches_autograd():
+    g = torch.Generator().manual_seed(1)
+    pw, pl = torch.randn(6, generator=g).requires_grad_(), torch.randn(6, generator=g).requires_grad_()
+    rw, rl_ = torch.randn(6, generator=g), torch.randn(6, generator=g)
+    loss = preference.dpo_loss(pw, pl, rw, rl_, beta=0.5)
+    grad_w, grad_l = torch.autograd.grad(loss.sum(), (pw, pl))
+    hand_w, hand_l = preference.dpo_loss_gradients(pw, pl, rw, rl_, beta=0.5)
+    assert torch.allclose(hand_w, grad_w, atol=1e-6) and torch.allclose(hand_l, grad_l, atol=1e-6)
+    # the reference is a constant: no gradient reaches it
+    rw2 = rw.clone().requires_grad_()
+    preference.dpo_loss(pw, pl, rw2, rl_, beta=0.5).sum().backward()
+    assert rw2.grad is None
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: rl.kl_regularized_optimum(torch.tensor([0.5, 0.6]), torch.zeros(2), 1.0), "sum to 1"),
+        (lambda: rl.kl_regularized_optimum(torch.tensor([0.5, 0.5]), torch.zeros(2), 0.0), "beta"),
+        (lambda: rl.kl_regularized_optimum(torch.tensor([1.5, -0.5]), torch.zeros(2), 1.0), "negative"),
+        (lambda: rl.group_advantages(torch.zeros(10), 3), "does not divide"),
+        (lambda: rl.group_advantages(torch.zeros(9), 3, scale="prompt"), "scale"),
+        (lambda: rl.scalerl_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2), torch.ones(2, 3)), "shape of mask"),
+        (lambda: preference.dpo_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(4), 0.1), "one shape"),
+        (lambda: preference.dpo_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(3), -1.0), "beta"),
+    ],
+)
+def test_bad_input_raises_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
