@@ -1,11 +1,13 @@
 """Grader side of the VAE assignment: references and verdicts. Never copied into the sandbox.
 
-The checks mirror the test cells of ``solutions/vae/vae.ipynb`` (same grade_ids, same points,
-same tolerances), so that a submission scores here what plain ``nbgrader autograde`` gives it;
-``tests/test_autograder.py`` holds the two to the same per-piece scores. The difference: the
-student's process only produces data (``vae_probes.py``), and every comparison below runs in
-the grader's process on numpy arrays, against references computed independently
-(``torch.distributions``, autograd, a hand-written SGD step).
+The checks carry the grade_ids and points of the test cells of ``solutions/vae/vae.ipynb``. The
+hidden ones exist only here: the notebook's hidden cells call
+:func:`autograder.units.run_in_notebook`, so plain ``nbgrader autograde`` runs these same checks.
+The visible ones mirror the notebook's readable asserts; ``tests/test_autograder.py`` holds the
+two graders to the same per-piece scores. In the sandboxed grader the student's process only
+produces data (``vae_probes.py``), and every comparison below runs in the grader's process on
+numpy arrays, against references computed independently (``torch.distributions``, autograd, a
+hand-written SGD step).
 """
 
 from __future__ import annotations
