@@ -215,3 +215,36 @@ def test_dpo_hand_derived_gradient_matches_autograd():
 def test_bad_input_raises_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# rollouts and the RLVR loop on the shipped base model
+# ---------------------------------------------------------------------------------------------
+
+
+def test_rollout_masks_exactly_the_completion_tokens_and_scores_them():
+    from gencore import lm, tasks
+
+    model = lm.load_base_model(device="cpu")
+    prompts = [p for p, _ in tasks.make_problems("sum_steps", 3, "train", 0)]
+    batch = rl.rollout(model, prompts, 4, generator=torch.Generator().manual_seed(0))
+    assert batch.prompts == [p for p in prompts for _ in range(4)] and len(batch.completions) == 12
+    for i, (prompt, completion) in enumerate(zip(batch.prompts, batch.completions)):
+        assert int(batch.mask[i].sum()) == len(completion)  # every completion token, "." included
+        assert batch.rewards[i].item() == float(tasks.verify(prompt, completion))
+        # the generator's log-probabilities of the row add up to log p(completion | prompt)
+        expected = lm.sequence_logprob(model, prompt, completion).item()
+        assert torch.where(batch.mask[i].bool(), batch.gen_logprobs[i], 0.0).sum().item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_train_rlvr_runs_and_reports_its_history():
+    from gencore import lm
+
+    model = lm.load_base_model(device="cpu")
+    config = rl.RLConfig.for_scale("smoke")
+    history = rl.train_rlvr(model, config, progress=False)
+    assert history["step"] == list(range(1, config.steps + 1))
+    assert len(history["pass@1"]) == len(history["eval_step"]) == len(history["greedy"]) >= 2
+    assert all(0 <= r <= 1 for r in history["reward"]) and all(k >= 0 for k in history["kl"])
+    assert history["tokens"] == sorted(history["tokens"]) and history["tokens"][-1] > 0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
