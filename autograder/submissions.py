@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import symtable
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,9 +85,15 @@ def _code_cells(document) -> list[str] | None:
     return sources
 
 
+# CPython before 3.11.8 can fail with "AST constructor recursion depth mismatch" when two threads
+# parse at once (python/cpython#106905): the grader's worker threads take turns
+_PARSE_LOCK = threading.RLock()
+
+
 def _parses(text: str) -> bool:
     try:
-        ast.parse(text)
+        with _PARSE_LOCK:
+            ast.parse(text)
         return True
     except (SyntaxError, ValueError):
         return False
@@ -112,7 +119,8 @@ def _parse_cell(source: str) -> tuple[ast.Module, str] | None:
     # IPython magics and shell escapes (%matplotlib, !pip) are not Python: blank them out
     for text in (source, _MAGIC.sub("", source)):
         try:
-            return ast.parse(text), text
+            with _PARSE_LOCK:
+                return ast.parse(text), text
         except (SyntaxError, ValueError):
             continue
     return None
@@ -143,7 +151,9 @@ def _global_names(table: symtable.SymbolTable) -> set[str]:
 def _used_names(source: str) -> set[str]:
     """The global names a top-level statement refers to (not its parameters or local variables)."""
     try:
-        return _global_names(symtable.symtable(source, "<statement>", "exec"))
+        with _PARSE_LOCK:
+            table = symtable.symtable(source, "<statement>", "exec")
+        return _global_names(table)
     except (SyntaxError, ValueError):
         return set()
 

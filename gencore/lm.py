@@ -267,12 +267,15 @@ def sample_continuations(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    probs_fn: Callable | None = None,
 ) -> torch.Tensor:
     """Fill positions start[b] .. end[b]-1 of each row of ``idx`` (B, L) token by token.
 
     Row b keeps idx[b, :start[b]] and samples x_t ~ p(x_t | x_<t) (tempered, top-k) for
     t >= start[b]; after an end-of-sequence token the row is padding. ``temperature=0`` is
-    greedy decoding. Returns a new tensor; every row's positions from ``end[b]`` on are padding.
+    greedy decoding. ``probs_fn(logits) -> probs`` (B, V), if given, replaces the tempered
+    softmax (``temperature`` and ``top_k`` are then unused). Returns a new tensor; every row's
+    positions from ``end[b]`` on are padding.
     """
     idx = idx.clone()
     B, L = idx.shape
@@ -286,10 +289,10 @@ def sample_continuations(
             continue
         logits, _ = model(idx[:, :t])
         logits = logits[:, -1]  # (B, V): the prediction for position t
-        if temperature == 0:
+        if temperature == 0 and probs_fn is None:
             token = logits.argmax(dim=-1)
         else:
-            probs = next_token_distribution(logits, temperature, top_k)
+            probs = next_token_distribution(logits, temperature, top_k) if probs_fn is None else probs_fn(logits)
             if generator is not None and generator.device != probs.device:  # e.g. a CPU generator, CUDA model
                 token = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
             else:
@@ -312,11 +315,13 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    probs_fn: Callable | None = None,
 ) -> list[str]:
     """Sample one completion per prompt, all prompts in one batch; ``temperature=0`` is greedy.
 
     A completion stops at ``.`` or after ``max_new_tokens`` tokens (default: what the context
     leaves after the longest prompt). Sampling with top_k=1 is greedy decoding.
+    ``probs_fn(logits) -> probs`` replaces the tempered softmax (see ``sample_continuations``).
     """
     prompts = _as_list(prompts, "prompts")
     if temperature < 0:
@@ -331,7 +336,7 @@ def generate(
     lens = torch.tensor([len(p) for p in ids])
     idx = pad_batch(ids, int(lens.max()) + max_new_tokens).to(_device(model))
     lens = lens.to(idx.device)
-    out = sample_continuations(model, idx, lens, lens + max_new_tokens, temperature, top_k, generator)
+    out = sample_continuations(model, idx, lens, lens + max_new_tokens, temperature, top_k, generator, probs_fn)
     return completions_from(out.cpu(), lens.tolist())
 
 

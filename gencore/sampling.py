@@ -135,15 +135,20 @@ def sample_n(model, prompts, n: int, max_new_tokens=None, temperature: float = 1
     return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
-def low_temperature_sampling(model, prompts, alpha: float, max_new_tokens=None, generator=None) -> Samples:
+def low_temperature_sampling(model, prompts, alpha: float, max_new_tokens=None, generator=None,
+                             probs_fn: Callable | None = None) -> Samples:
     """Sample each token from p(x_t | x_<t)^alpha, renormalised: temperature 1/alpha.
 
     This sharpens every next-token conditional separately; it is *not* a sample of p^alpha
     over whole sequences (see ``low_temperature_distribution`` against ``power_distribution``).
+    ``probs_fn(logits, alpha) -> probs`` (B, V), if given, computes the sharpened conditional
+    instead of the library's tempered softmax.
     """
     _check_alpha(alpha)
     prompts = _as_list(prompts, "prompts")
-    completions = generate(model, prompts, _max_new(model, prompts, max_new_tokens), 1.0 / alpha, generator=generator)
+    tempered = None if probs_fn is None else (lambda logits: probs_fn(logits, alpha))
+    completions = generate(model, prompts, _max_new(model, prompts, max_new_tokens), 1.0 / alpha, generator=generator,
+                           probs_fn=tempered)
     return Samples(completions, [_n_tokens(c) for c in completions])
 
 

@@ -320,3 +320,16 @@ def test_power_sampling_on_a_small_gpt_follows_the_exact_chain_with_end_of_seque
     # the chain is on its way from the proposal's law to p^alpha, and gets there
     assert sampling.total_variation(exact, power) < sampling.total_variation(mu, power) - 0.1
     assert sampling.total_variation(mu @ torch.linalg.matrix_power(K, 2000), power) < 1e-3
+
+
+def test_low_temperature_sampling_with_a_probs_fn_draws_the_same_tokens(random_table):
+    # probs_fn replaces the tempered softmax: softmax(alpha * logits) is the same law, and with one
+    # seed the same draws; a probs_fn that ignores alpha samples the untempered model instead
+    n = 500
+    default = sampling.low_temperature_sampling(random_table, ["="] * n, ALPHA, 3, torch.Generator().manual_seed(4))
+    plugged = sampling.low_temperature_sampling(random_table, ["="] * n, ALPHA, 3, torch.Generator().manual_seed(4),
+                                                probs_fn=lambda logits, a: torch.softmax(a * logits.float(), -1))
+    assert plugged.completions == default.completions
+    plain = sampling.low_temperature_sampling(random_table, ["="] * n, ALPHA, 3, torch.Generator().manual_seed(4),
+                                              probs_fn=lambda logits, a: torch.softmax(logits.float(), -1))
+    assert plain.completions != default.completions

@@ -1,0 +1,129 @@
+"""The language-model assignment, graded as an instructor would: by plain nbgrader and by the
+sandboxed grader, which must agree cell by cell. Each plausible wrong answer loses the points
+of its own piece and only those."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from autograder.release import ROOT
+from tests import assignments
+
+pytestmark = pytest.mark.slow
+ASSIGNMENT = "lm"
+
+# name -> (the piece it breaks, its code, the points it keeps on that piece out of 3)
+WRONG = {
+    "logprob_scores_the_prompt": ("sequence_logprob", '''
+def sequence_logprob(model, prompt, completion):
+    ids = torch.tensor([tasks.encode(prompt + completion)])
+    logits, _ = model(ids[:, :-1])
+    return F.log_softmax(logits.float(), dim=-1)[0].gather(-1, ids[0, 1:, None]).sum()
+''', 0.0),  # the prompt's '=' after '+' has probability 0 in the visible test
+    "logprob_off_by_one": ("sequence_logprob", '''
+def sequence_logprob(model, prompt, completion):
+    ids = torch.tensor([tasks.encode(prompt + completion)])
+    logits, _ = model(ids)
+    logp = F.log_softmax(logits.float(), dim=-1)[0].gather(-1, ids[0, :, None]).squeeze(-1)
+    return logp[len(prompt):].sum()
+''', 0.0),  # the logits at position t score the token at t instead of t + 1
+    "logprob_runs_the_whole_sequence": ("sequence_logprob", '''
+def sequence_logprob(model, prompt, completion):
+    ids = torch.tensor([tasks.encode(prompt + completion)])
+    logits, _ = model(ids)  # one position too many when the sequence fills the context
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)[0].gather(-1, ids[0, 1:, None]).squeeze(-1)
+    return logp[len(prompt) - 1:].sum()
+''', 1.0),  # right on short sequences; fails on a prompt + completion of context + 1 tokens
+    "logprob_detached": ("sequence_logprob", '''
+def sequence_logprob(model, prompt, completion):
+    ids = torch.tensor([tasks.encode(prompt + completion)])
+    with torch.no_grad():
+        logits, _ = model(ids[:, :-1])
+    logp = F.log_softmax(logits.float(), dim=-1)[0].gather(-1, ids[0, 1:, None]).squeeze(-1)
+    return logp[len(prompt) - 1:].sum()
+''', 1.0),  # right values, no gradient
+    "vote_on_whole_strings": ("majority_vote", '''
+def majority_vote(completions):
+    counts = {}
+    for c in completions:
+        counts[c] = counts.get(c, 0) + 1
+    return max(counts, key=counts.get)
+''', 0.0),
+    "vote_counts_missing_answers": ("majority_vote", '''
+def majority_vote(completions):
+    answers = [tasks.extract_answer(c) for c in completions]
+    counts = {}
+    for a in answers:
+        counts[a] = counts.get(a, 0) + 1
+    best = max(counts, key=counts.get)
+    return completions[answers.index(best)]
+''', 1.0),  # cut-off completions vote for "no answer" together
+    "vote_ties_to_the_last": ("majority_vote", '''
+def majority_vote(completions):
+    answers = [tasks.extract_answer(c) for c in completions]
+    counts = {}
+    for a in answers:
+        if a is not None:
+            counts[a] = counts.get(a, 0) + 1
+    if not counts:
+        return completions[0]
+    best = sorted(counts.items(), key=lambda item: item[1])[-1][0]
+    return completions[answers.index(best)]
+''', 1.0),
+    "temperature_divides_the_logits": ("low_temperature_probs", '''
+def low_temperature_probs(logits, alpha):
+    return torch.softmax(logits / alpha, dim=-1)
+''', 0.0),  # temperature alpha instead of 1/alpha
+    "temperature_powers_probabilities": ("low_temperature_probs", '''
+def low_temperature_probs(logits, alpha):
+    p = torch.softmax(logits.float(), dim=-1) ** alpha
+    return p / p.sum(dim=-1, keepdim=True)
+''', 1.0),  # p^60 underflows to 0/0
+    "mh_without_proposal_ratio": ("mh_log_acceptance", '''
+def mh_log_acceptance(logp_proposal, logp_current, logq_proposal, logq_current, alpha):
+    return torch.clamp(alpha * (logp_proposal - logp_current), max=0.0)
+''', 0.0),
+    "mh_alpha_on_the_proposal_too": ("mh_log_acceptance", '''
+def mh_log_acceptance(logp_proposal, logp_current, logq_proposal, logq_current, alpha):
+    return torch.clamp(alpha * (logp_proposal - logp_current + logq_current - logq_proposal), max=0.0)
+''', 0.0),
+    "mh_without_the_min": ("mh_log_acceptance", '''
+def mh_log_acceptance(logp_proposal, logp_current, logq_proposal, logq_current, alpha):
+    return alpha * (logp_proposal - logp_current) + logq_current - logq_proposal
+''', 1.0),  # samples the right law (u <= A > 1 always accepts), but log A > 0 is not a log-probability
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    return assignments.grade_both(ASSIGNMENT, WRONG, tmp_path_factory.mktemp(ASSIGNMENT))
+
+
+def test_every_submission_scores_as_expected_per_piece(graded):
+    nbgrader_scores, _ = graded
+    expected = assignments.expected_scores(ASSIGNMENT, WRONG)
+    got = {name: assignments.piece_scores(ASSIGNMENT, cells) for name, cells in nbgrader_scores.items()}
+    wrong = {name: (got[name], want) for name, want in expected.items() if got.get(name) != want}
+    assert not wrong, f"(got, expected) per piece: {wrong}"
+
+
+def test_the_sandboxed_grader_agrees_with_nbgrader_cell_by_cell(graded):
+    nbgrader_scores, ours = graded
+    assert set(ours) == set(nbgrader_scores)
+    for student, cells in nbgrader_scores.items():
+        assert ours[student] == cells, student
+
+
+def test_student_notebook_is_generated_from_the_solution(tmp_path):
+    assert assignments.stale_notebooks(ASSIGNMENT, tmp_path) == [], "notebooks/lm is stale: run `make release` and commit"
+
+
+def test_student_notebook_hides_solutions_and_hidden_tests():
+    notebook = nbformat.read(ROOT / "notebooks" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    for secret in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "run_in_notebook", "torch.softmax(alpha * logits",
+                   "torch.clamp(log_ratio", "scored[len(prompt) - 1:]"):
+        assert secret not in code, secret
+    assert code.count("raise NotImplementedError()") == 4
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
