@@ -115,6 +115,9 @@ def _check_unit(unit: Unit, root: Path = ROOT) -> None:
         raise ValueError(f"autograder/units/{unit.assignment}.py does not match the test cells of solutions/{unit.assignment}: {ours} vs {theirs}")
 
 
+_VERDICT_LOCK = threading.Lock()
+
+
 def _piece_result(unit, piece, code, header, messages, static) -> dict:
     checks = {m["check"]: m for m in messages if isinstance(m.get("check"), str)}
     done = any(m.get("done") is True for m in messages)
@@ -164,7 +167,10 @@ def _piece_result(unit, piece, code, header, messages, static) -> dict:
             entry["message"] = "the grader could not confirm which functions your code called"
         else:
             try:
-                check.verdict(_decode_value(got.get("data")))
+                # one verdict at a time: a verdict may seed torch's global generator and build a
+                # reference model, and two grading threads doing that at once draw each other's numbers
+                with _VERDICT_LOCK:
+                    check.verdict(_decode_value(got.get("data")))
                 entry.update(points=float(check.points), passed=True, message="passed")
             except CheckFailed as failure:
                 entry["message"] = str(failure)
