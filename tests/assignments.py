@@ -74,3 +74,32 @@ def stale_notebooks(assignment: str, tmp: Path) -> list[str]:
     committed = ROOT / "notebooks" / assignment
     return [path.name for path in sorted(fresh.glob("*.ipynb"))
             if json.loads((committed / path.name).read_text()) != json.loads(path.read_text())]
+
+
+# -- the checks every assignment's test module makes -------------------------------------------
+
+
+def assert_expected_scores(assignment: str, wrong: dict, nbgrader_scores: dict) -> None:
+    """Each submission's points per piece under plain nbgrader are what ``expected_scores`` says."""
+    expected = expected_scores(assignment, wrong)
+    got = {name: piece_scores(assignment, cells) for name, cells in nbgrader_scores.items()}
+    mismatched = {name: (got.get(name), want) for name, want in expected.items() if got.get(name) != want}
+    assert not mismatched, f"(got, expected) per piece: {mismatched}"
+
+
+def assert_graders_agree(nbgrader_scores: dict, ours: dict) -> None:
+    """The sandboxed grader gives every submission nbgrader's points, cell by cell."""
+    assert set(ours) == set(nbgrader_scores)
+    for student, cells in nbgrader_scores.items():
+        assert ours[student] == cells, student
+
+
+def assert_student_notebook_hides(assignment: str, secrets: tuple[str, ...], n_pieces: int) -> None:
+    """The released notebook has no solution, no hidden test, none of ``secrets``, one stub per
+    piece and no outputs."""
+    notebook = nbformat.read(ROOT / "notebooks" / assignment / f"{assignment}.ipynb", as_version=4)
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    for secret in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "run_in_notebook", *secrets):
+        assert secret not in code, secret
+    assert code.count("raise NotImplementedError()") == n_pieces
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")

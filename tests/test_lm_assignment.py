@@ -4,10 +4,8 @@ of its own piece and only those."""
 
 from __future__ import annotations
 
-import nbformat
 import pytest
 
-from autograder.release import ROOT
 from tests import assignments
 
 pytestmark = pytest.mark.slow
@@ -101,18 +99,11 @@ def graded(tmp_path_factory):
 
 
 def test_every_submission_scores_as_expected_per_piece(graded):
-    nbgrader_scores, _ = graded
-    expected = assignments.expected_scores(ASSIGNMENT, WRONG)
-    got = {name: assignments.piece_scores(ASSIGNMENT, cells) for name, cells in nbgrader_scores.items()}
-    wrong = {name: (got[name], want) for name, want in expected.items() if got.get(name) != want}
-    assert not wrong, f"(got, expected) per piece: {wrong}"
+    assignments.assert_expected_scores(ASSIGNMENT, WRONG, graded[0])
 
 
 def test_the_sandboxed_grader_agrees_with_nbgrader_cell_by_cell(graded):
-    nbgrader_scores, ours = graded
-    assert set(ours) == set(nbgrader_scores)
-    for student, cells in nbgrader_scores.items():
-        assert ours[student] == cells, student
+    assignments.assert_graders_agree(*graded)
 
 
 def test_student_notebook_is_generated_from_the_solution(tmp_path):
@@ -120,10 +111,4 @@ def test_student_notebook_is_generated_from_the_solution(tmp_path):
 
 
 def test_student_notebook_hides_solutions_and_hidden_tests():
-    notebook = nbformat.read(ROOT / "notebooks" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    for secret in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "run_in_notebook", "torch.softmax(alpha * logits",
-                   "torch.clamp(log_ratio", "scored[len(prompt) - 1:]"):
-        assert secret not in code, secret
-    assert code.count("raise NotImplementedError()") == 4
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    assignments.assert_student_notebook_hides(ASSIGNMENT, ("torch.softmax(alpha * logits", "torch.clamp(log_ratio", "scored[len(prompt) - 1:]"), n_pieces=4)
