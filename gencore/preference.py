@@ -3,7 +3,8 @@
 1. the objectives, each a function of per-pair log-probabilities (the sum over a completion's
    tokens, ``gencore.lm.sequence_logprob``) given as tensors of shape (B,): ``chosen`` is the
    preferred completion y_w of a pair, ``rejected`` the other one, y_l. The Bradley-Terry
-   reward-model loss, DPO's loss and its hand-derived gradient, "Idea 0" (the likelihood margin
+   reward-model loss, DPO's loss and its hand-derived gradient (and ``hand_gradient_loss``, which
+   trains with a hand-derived gradient instead of autograd's), "Idea 0" (the likelihood margin
    with no reference) and SFT on the winners all share the signature
    ``loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> (B,)``;
 2. preference pairs from the course GPT's own samples, judged by the verifier
@@ -92,6 +93,39 @@ def dpo_loss_gradients(
     r_l = implicit_rewards(policy_rejected_logps.detach(), ref_rejected_logps.detach(), beta)
     weight = beta * torch.sigmoid(r_l - r_w)
     return -weight, weight
+
+
+def hand_gradient_loss(loss_fn: Callable, gradient_fn: Callable) -> Callable:
+    """A pair objective whose value is ``loss_fn``'s and whose backward pass is ``gradient_fn``'s.
+
+    ``gradient_fn(pc, pr, rc, rr, beta)`` returns the derivatives of each pair's loss with respect
+    to log pi(y_w) and log pi(y_l), two (B,) tensors (``dpo_loss_gradients`` for DPO). The chain
+    rule carries them into the model's parameters, so a model trained with this objective follows
+    the hand-derived gradient, not autograd's derivative of ``loss_fn``. The references and beta
+    receive no gradient.
+    """
+
+    class _HandGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, pc, pr, rc, rr, beta):
+            ctx.save_for_backward(pc, pr, rc, rr)
+            ctx.beta = beta
+            return loss_fn(pc, pr, rc, rr, beta).detach()
+
+        @staticmethod
+        def backward(ctx, upstream):
+            pc, pr, rc, rr = ctx.saved_tensors
+            d_w, d_l = gradient_fn(pc.detach(), pr.detach(), rc.detach(), rr.detach(), ctx.beta)
+            if d_w.shape != pc.shape or d_l.shape != pr.shape:
+                raise ValueError(f"gradient_fn must return two tensors of shape {tuple(pc.shape)}, got "
+                                 f"{tuple(d_w.shape)} and {tuple(d_l.shape)}")
+            return upstream * d_w.to(upstream), upstream * d_l.to(upstream), None, None, None
+
+    def objective(pc, pr, rc, rr, beta):
+        return _HandGradient.apply(pc, pr, rc, rr, beta)
+
+    objective.__name__ = f"{getattr(loss_fn, '__name__', 'loss')}_with_hand_gradient"
+    return objective
 
 
 def unreferenced_margin_loss(

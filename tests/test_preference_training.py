@@ -169,6 +169,28 @@ def test_hand_derived_dpo_gradient_through_the_gpt_matches_autograd(base, pair_d
         assert torch.allclose(a, h, atol=1e-5 * scale)  # float32 rounding
 
 
+def test_training_with_the_hand_gradient_follows_autograd_and_uses_only_the_hand_gradient(base, pair_data):
+    train, _, _ = pair_data
+    batch = train.subset(range(min(6, len(train))))
+    policy = copy.deepcopy(base).requires_grad_(True)
+    params = list(policy.parameters())
+    hand_loss = preference.hand_gradient_loss(preference.dpo_loss, preference.dpo_loss_gradients)
+    pc, pr, rc, rr = preference.pair_logprobs(policy, base, batch)
+    value = hand_loss(pc, pr, rc, rr, 0.7)
+    assert torch.allclose(value, preference.dpo_loss(pc, pr, rc, rr, 0.7))  # the forward value is the loss's
+    hand = torch.autograd.grad(value.mean(), params, retain_graph=True)
+    auto = torch.autograd.grad(preference.dpo_loss(pc, pr, rc, rr, 0.7).mean(), params, retain_graph=True)
+    scale = max(float(a.abs().max()) for a in auto)
+    for a, h in zip(auto, hand):
+        assert torch.allclose(a, h, atol=1e-5 * scale)
+    # a deliberately wrong "gradient" (twice the right one) is what flows back, not autograd's
+    doubled = preference.hand_gradient_loss(preference.dpo_loss,
+                                            lambda *args: tuple(2 * g for g in preference.dpo_loss_gradients(*args)))
+    twice = torch.autograd.grad(doubled(pc, pr, rc, rr, 0.7).mean(), params)
+    for a, t in zip(auto, twice):
+        assert torch.allclose(2 * a, t, atol=2e-5 * scale)
+
+
 def test_idea0_gradient_never_fades_while_dpo_weights_saturate():
     pc = torch.tensor([-1.0, -2.0, -3.0], requires_grad=True)
     pr = torch.tensor([-1.0, -20.0, -60.0], requires_grad=True)  # pairs ranked ever more clearly

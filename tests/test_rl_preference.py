@@ -248,3 +248,38 @@ def test_train_rlvr_runs_and_reports_its_history():
     assert all(0 <= r <= 1 for r in history["reward"]) and all(k >= 0 for k in history["kl"])
     assert history["tokens"] == sorted(history["tokens"]) and history["tokens"][-1] > 0
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_pass_rates_monte_carlo_against_the_exact_probability_of_the_correct_completion():
+    from gencore import lm, tasks
+
+    model = lm.load_base_model(device="cpu")
+    problems = tasks.make_problems("sum_steps", 3, "test", 0)
+    answers = dict(problems)
+    prompts = list(answers)
+    k = 1500
+    rates = rl.pass_rates(model, prompts, k=k, verify=lambda p, c: c == answers[p],
+                          max_new_tokens=tasks.max_completion_length("sum_steps"))
+    for prompt, rate in zip(prompts, rates.tolist()):
+        exact = math.exp(lm.sequence_logprob(model, prompt, answers[prompt]).item())  # the only accepted completion
+        se = math.sqrt(max(exact * (1 - exact), 1e-4) / k)
+        assert abs(rate - exact) < 4 * se + 1e-6, (prompt, rate, exact)
+    # greedy decoding passes a prompt always or never; the same seed gives the same draws
+    greedy = rl.pass_rates(model, prompts, k=3, temperature=0.0)
+    expected = [float(tasks.verify(p, c)) for p, c in zip(prompts, lm.generate(model, prompts, None, 0.0))]
+    assert greedy.tolist() == expected
+    assert torch.equal(rl.pass_rates(model, prompts, k=4, seed=5), rl.pass_rates(model, prompts, k=4, seed=5))
+
+
+def test_paired_difference_is_the_paired_t_statistic_standard_error():
+    import scipy.stats
+
+    g = torch.Generator().manual_seed(0)
+    before = torch.rand(50, generator=g)
+    after = (before + 0.05 + 0.1 * torch.randn(50, generator=g)).clamp(0, 1)
+    mean, se = rl.paired_difference(before, after)
+    t = scipy.stats.ttest_rel(after.numpy(), before.numpy()).statistic
+    assert mean == pytest.approx(float((after - before).double().mean()), abs=1e-12)
+    assert se == pytest.approx(mean / t, rel=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        rl.paired_difference(before, after[:10])
