@@ -265,7 +265,8 @@ class PreferenceConfig:
     # scale that stays stable (an SGD step of norm 0.05 took the per-token KL to ~100 nats)
     lr: float = 2e-5
     # DPO's KL strength: implicit rewards are beta log(pi / pi_ref). Sequence log-ratios here are
-    # a few nats, so beta = 0.1 keeps the sigmoid far from saturating and DPO acts like Idea 0
+    # a few nats: with beta = 0.1 the sigmoid would stay far from saturating and DPO would act
+    # like Idea 0; beta = 1 lets the weight of a pair fade once the pair is ranked right
     beta: float = 1.0
     tau: int = 20  # TR-DPO: the reference becomes a copy of the policy every tau steps
     eval_every: int = 10
