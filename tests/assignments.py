@@ -3,7 +3,11 @@
 A unit's test module lists its plausible wrong answers as ``WRONG = {name: (piece, code, kept)}``
 (``kept``: the points that answer keeps on its own piece) and calls :func:`grade_both`. Each
 wrong answer must lose points on its own piece only, and the two graders must agree cell by
-cell. Used by the assignment tests of the units after the VAE (whose tests predate it).
+cell. A piece's checks call that piece's function only, so wrong answers to different pieces can
+share a notebook: :func:`pack` puts at most one wrong answer per piece in each submission, which
+cuts the notebook runs from one per wrong answer to one per wrong answer of the most-tested
+piece, while every other piece of the submission must keep its full marks. Used by the
+assignment tests of the units after the VAE (whose tests predate it).
 """
 
 from __future__ import annotations
@@ -22,12 +26,22 @@ from autograder.units import load_unit
 LIMITS = Limits(piece_seconds=30, notebook_seconds=120, memory_mb=2048)
 
 
+def pack(wrong: dict) -> dict[str, dict[str, str]]:
+    """Submissions holding at most one wrong answer per piece: ``{submission: {piece: wrong name}}``."""
+    by_piece: dict[str, list[str]] = {}
+    for name, (piece, _, _) in wrong.items():
+        by_piece.setdefault(piece, []).append(name)
+    rounds = max((len(names) for names in by_piece.values()), default=0)
+    return {f"mixed_{i + 1}": {piece: names[i] for piece, names in by_piece.items() if i < len(names)}
+            for i in range(rounds)}
+
+
 def submissions(assignment: str, wrong: dict, released: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
-    """The solution, the untouched released notebook and one notebook per wrong answer."""
+    """The solution, the untouched released notebook and the packed wrong answers (``pack``)."""
     solution = solution_answers(assignment)
     subs = {"solution": fill_answers(released, solution), "released": released}
-    for name, (piece, code, _) in wrong.items():
-        subs[name] = fill_answers(released, {**solution, piece: code.strip()})
+    for student, broken in pack(wrong).items():
+        subs[student] = fill_answers(released, {**solution, **{piece: wrong[name][1].strip() for piece, name in broken.items()}})
     return subs
 
 
@@ -53,12 +67,12 @@ def grade_both(assignment: str, wrong: dict, tmp: Path) -> tuple[dict, dict]:
 
 
 def expected_scores(assignment: str, wrong: dict) -> dict[str, dict[str, float]]:
-    """Per piece: full points everywhere, except ``kept`` on the piece a wrong answer breaks."""
+    """Per piece: full points everywhere, except ``kept`` on each piece a submission breaks."""
     unit = load_unit(assignment)
     full = {piece.name: piece.points for piece in unit.pieces}
     expected = {"solution": full, "released": dict.fromkeys(full, 0.0)}
-    for name, (broken, _, kept) in wrong.items():
-        expected[name] = {**full, broken: kept}
+    for student, broken in pack(wrong).items():
+        expected[student] = {**full, **{piece: wrong[name][2] for piece, name in broken.items()}}
     return expected
 
 
@@ -83,8 +97,11 @@ def assert_expected_scores(assignment: str, wrong: dict, nbgrader_scores: dict) 
     """Each submission's points per piece under plain nbgrader are what ``expected_scores`` says."""
     expected = expected_scores(assignment, wrong)
     got = {name: piece_scores(assignment, cells) for name, cells in nbgrader_scores.items()}
-    mismatched = {name: (got.get(name), want) for name, want in expected.items() if got.get(name) != want}
-    assert not mismatched, f"(got, expected) per piece: {mismatched}"
+    packed = pack(wrong)
+    mismatched = {f"{name} {packed.get(name, '')}": {piece: (got.get(name, {}).get(piece), points) for piece, points in want.items()
+                                                     if got.get(name, {}).get(piece) != points}
+                  for name, want in expected.items() if got.get(name) != want}
+    assert not mismatched, f"(got, expected) per piece, with the wrong answers each submission holds: {mismatched}"
 
 
 def assert_graders_agree(nbgrader_scores: dict, ours: dict) -> None:

@@ -1,6 +1,7 @@
 """The post-training assignment (RLVR and DPO), graded as an instructor would: by plain nbgrader
 and by the sandboxed grader, which must agree cell by cell. Each plausible wrong answer loses the
-points of its own piece and only those."""
+points of its own piece and only those (wrong answers to different pieces share a submission,
+``tests.assignments.pack``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ WRONG = {
     "optimum_beta_multiplies": ("kl_regularized_optimum", '''
 def kl_regularized_optimum(ref_probs, rewards, beta):
     return torch.softmax(torch.log(ref_probs) + beta * rewards, dim=-1)
+''', 0.0),
+    "optimum_ignores_the_reference": ("kl_regularized_optimum", '''
+def kl_regularized_optimum(ref_probs, rewards, beta):
+    return torch.softmax(rewards / beta, dim=-1)
 ''', 0.0),
     "optimum_overflows": ("kl_regularized_optimum", '''
 def kl_regularized_optimum(ref_probs, rewards, beta):
@@ -39,6 +44,13 @@ def group_advantages(rewards, group_size):
     groups = rewards.view(-1, group_size)
     return ((groups - groups.mean(1, keepdim=True)) / (groups.std(1, unbiased=False, keepdim=True) + 1e-6)).flatten()
 ''', 0.0),  # GRPO's per-group scale, not the batch's
+    "advantage_unbiased_std": ("group_advantages", '''
+def group_advantages(rewards, group_size):
+    if rewards.numel() % group_size:
+        raise ValueError("group_size must divide the number of rewards")
+    groups = rewards.view(-1, group_size)
+    return ((groups - groups.mean(1, keepdim=True)) / (rewards.std() + 1e-6)).flatten()
+''', 0.0),  # divides by N - 1
     "advantage_nan_on_equal_rewards": ("group_advantages", '''
 def group_advantages(rewards, group_size):
     if rewards.numel() % group_size:
@@ -106,6 +118,11 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     margin = (policy_rejected_logps - ref_rejected_logps) - (policy_chosen_logps - ref_chosen_logps)
     return -F.logsigmoid(beta * margin)
 ''', 0.0),
+    "dpo_mean_over_pairs": ("dpo_loss", '''
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    margin = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+    return -F.logsigmoid(beta * margin).mean()
+''', 0.0),  # one number instead of one loss per pair
     "dpo_unstable_log_of_sigmoid": ("dpo_loss", '''
 def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
     margin = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
@@ -118,6 +135,13 @@ def dpo_loss_gradient(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
     weight = beta * torch.sigmoid(r_w - r_l)
     return -weight, weight
 ''', 0.0),
+    "gradient_without_beta": ("dpo_loss_gradient", '''
+def dpo_loss_gradient(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    r_w = beta * (policy_chosen_logps - ref_chosen_logps)
+    r_l = beta * (policy_rejected_logps - ref_rejected_logps)
+    weight = torch.sigmoid(r_l - r_w)
+    return -weight, weight
+''', 0.0),  # the chain rule's factor beta forgotten
     "gradient_sign_flipped": ("dpo_loss_gradient", '''
 def dpo_loss_gradient(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
     r_w = beta * (policy_chosen_logps - ref_chosen_logps)
