@@ -30,10 +30,12 @@ def check(assignment: str, notebook: Path, sandbox: bool = True, limits: Limits 
     print(f"{notebook}: status {record['status']}")
     for note in record["notes"]:
         print(f"  note: {note}")
-    print(f"{'piece':<16} {'check':<30} {'result':<6} {'points':>7}  message")
-    for piece in unit.pieces:
-        for entry in record["pieces"][piece.name]["checks"]:
-            verdict = "pass" if entry["passed"] else "FAIL"
-            print(f"{piece.name:<16} {entry['name']:<30} {verdict:<6} {entry['points']:>3g} / {entry['max']:g}  {entry.get('message', '')}")
+    rows = [(piece.name, entry) for piece in unit.pieces for entry in record["pieces"][piece.name]["checks"]]
+    wide = max([len("piece")] + [len(name) for name, _ in rows])  # columns as wide as the longest name
+    wide_check = max([len("check")] + [len(entry["name"]) for _, entry in rows])
+    print(f"{'piece':<{wide}} {'check':<{wide_check}} {'result':<6} {'points':>7}  message")
+    for name, entry in rows:
+        verdict = "pass" if entry["passed"] else "FAIL"
+        print(f"{name:<{wide}} {entry['name']:<{wide_check}} {verdict:<6} {entry['points']:>3g} / {entry['max']:g}  {entry.get('message', '')}")
     print(f"visible tests: {record['total']:g} / {record['max']:g}; hidden tests ({hidden:g} points) are run when you submit")
     return 0 if record["total"] == record["max"] else 1
