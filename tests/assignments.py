@@ -6,16 +6,21 @@ wrong answer must lose points on its own piece only, and the two graders must ag
 cell. A piece's checks call that piece's function only, so wrong answers to different pieces can
 share a notebook: :func:`pack` puts at most one wrong answer per piece in each submission, which
 cuts the notebook runs from one per wrong answer to one per wrong answer of the most-tested
-piece, while every other piece of the submission must keep its full marks. Used by the
-assignment tests of the units after the VAE (whose tests predate it).
+piece, while every other piece of the submission must keep its full marks.
+
+A unit's test module subclasses :class:`AssignmentTests` (every unit after the VAE, whose tests
+predate it) and sets ``ASSIGNMENT``, ``WRONG`` and ``SECRETS`` (solution fragments the released
+notebook must not contain); the checks themselves live here, once.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from autograder.grade import grade
 from autograder.plain_nbgrader import autograde, fill_answers, prepare_course, solution_answers
@@ -23,7 +28,7 @@ from autograder.release import ROOT, release
 from autograder.sandbox import Limits, sandbox_problem
 from autograder.units import load_unit
 
-LIMITS = Limits(piece_seconds=30, notebook_seconds=120, memory_mb=2048)
+LIMITS = Limits(piece_seconds=60, notebook_seconds=240, memory_mb=2048)  # generous: a loaded machine is slow
 
 
 def pack(wrong: dict) -> dict[str, dict[str, str]]:
@@ -120,3 +125,73 @@ def assert_student_notebook_hides(assignment: str, secrets: tuple[str, ...], n_p
         assert secret not in code, secret
     assert code.count("raise NotImplementedError()") == n_pieces
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+
+
+def assert_hidden_cells_call_the_grader(assignment: str) -> None:
+    """Each hidden-test cell of the solution is one call of ``run_in_notebook`` with its own
+    grade_id: the hidden tests have one source, ``autograder/units/<assignment>.py``."""
+    solution = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    hidden = [cell for cell in solution.cells if "BEGIN HIDDEN TESTS" in cell.source]
+    assert len(hidden) == len(load_unit(assignment).pieces)
+    for cell in hidden:
+        grade_id = cell.metadata.nbgrader.grade_id
+        assert cell.source == ("### BEGIN HIDDEN TESTS\nfrom autograder.units import run_in_notebook\n"
+                               f'run_in_notebook("{assignment}", "{grade_id}", globals())\n### END HIDDEN TESTS')
+
+
+def heading_slugs(page: str) -> set[str]:
+    """The anchors MyST gives the headings of ``book/<page>.md``."""
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "book" / f"{page}.md").read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def assert_links_point_to_chapter_sections(assignment: str) -> None:
+    """The notebook's links into the book (``../../book/<page>.md#<heading>``) and the grader's
+    feedback links (each piece's anchor) name headings that exist."""
+    unit = load_unit(assignment)
+    notebook = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    links = re.findall(r"book/(\w+)\.md#([\w-]+)", text)
+    assert len(links) >= len(unit.pieces)
+    for page, anchor in links:
+        assert anchor in heading_slugs(page), f"book/{page}.md has no heading with anchor {anchor}"
+    chapter = Path(unit.chapter).stem
+    for piece in unit.pieces:
+        page, _, anchor = piece.anchor.rpartition("#") if "#" in piece.anchor else (chapter, "", piece.anchor)
+        page = Path(page).stem if page else chapter
+        assert anchor in heading_slugs(page), f"{piece.name}: book/{page}.md has no heading with anchor {anchor}"
+
+
+class AssignmentTests:
+    """The tests every assignment gets; a unit's module subclasses this as ``Test<Unit>Assignment``."""
+
+    ASSIGNMENT: str
+    WRONG: dict  # name -> (the piece it breaks, its code, the points it keeps on that piece)
+    SECRETS: tuple[str, ...] = ()  # solution fragments that must not appear in the released notebook
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def graded(cls, tmp_path_factory):
+        return grade_both(cls.ASSIGNMENT, cls.WRONG, tmp_path_factory.mktemp(cls.ASSIGNMENT))
+
+    def test_every_submission_scores_as_expected_per_piece(self, graded):
+        assert_expected_scores(self.ASSIGNMENT, self.WRONG, graded[0])
+
+    def test_the_sandboxed_grader_agrees_with_nbgrader_cell_by_cell(self, graded):
+        assert_graders_agree(*graded)
+
+    def test_every_piece_has_a_wrong_answer(self):
+        assert {piece for piece, _, _ in self.WRONG.values()} == {p.name for p in load_unit(self.ASSIGNMENT).pieces}
+
+    def test_student_notebook_is_generated_from_the_solution(self, tmp_path):
+        assert stale_notebooks(self.ASSIGNMENT, tmp_path) == [], \
+            f"notebooks/{self.ASSIGNMENT} is stale: run `make release` and commit"
+
+    def test_student_notebook_hides_solutions_and_hidden_tests(self):
+        assert_student_notebook_hides(self.ASSIGNMENT, self.SECRETS, n_pieces=len(load_unit(self.ASSIGNMENT).pieces))
+
+    def test_hidden_cells_are_one_call_into_the_grader(self):
+        assert_hidden_cells_call_the_grader(self.ASSIGNMENT)
+
+    def test_links_point_to_chapter_sections(self):
+        assert_links_point_to_chapter_sections(self.ASSIGNMENT)

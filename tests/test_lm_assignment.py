@@ -93,22 +93,7 @@ def mh_log_acceptance(logp_proposal, logp_current, logq_proposal, logq_current, 
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    return assignments.grade_both(ASSIGNMENT, WRONG, tmp_path_factory.mktemp(ASSIGNMENT))
-
-
-def test_every_submission_scores_as_expected_per_piece(graded):
-    assignments.assert_expected_scores(ASSIGNMENT, WRONG, graded[0])
-
-
-def test_the_sandboxed_grader_agrees_with_nbgrader_cell_by_cell(graded):
-    assignments.assert_graders_agree(*graded)
-
-
-def test_student_notebook_is_generated_from_the_solution(tmp_path):
-    assert assignments.stale_notebooks(ASSIGNMENT, tmp_path) == [], "notebooks/lm is stale: run `make release` and commit"
-
-
-def test_student_notebook_hides_solutions_and_hidden_tests():
-    assignments.assert_student_notebook_hides(ASSIGNMENT, ("torch.softmax(alpha * logits", "torch.clamp(log_ratio", "scored[len(prompt) - 1:]"), n_pieces=4)
+class TestLMAssignment(assignments.AssignmentTests):
+    ASSIGNMENT = ASSIGNMENT
+    WRONG = WRONG
+    SECRETS = ("torch.softmax(alpha * logits", "torch.clamp(log_ratio", "scored[len(prompt) - 1:]")

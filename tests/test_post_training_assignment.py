@@ -152,24 +152,8 @@ def dpo_loss_gradient(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    return assignments.grade_both(ASSIGNMENT, WRONG, tmp_path_factory.mktemp(ASSIGNMENT))
-
-
-def test_every_submission_scores_as_expected_per_piece(graded):
-    assignments.assert_expected_scores(ASSIGNMENT, WRONG, graded[0])
-
-
-def test_the_sandboxed_grader_agrees_with_nbgrader_cell_by_cell(graded):
-    assignments.assert_graders_agree(*graded)
-
-
-def test_student_notebook_is_generated_from_the_solution(tmp_path):
-    assert assignments.stale_notebooks(ASSIGNMENT, tmp_path) == [], "notebooks/post_training is stale: run `make release` and commit"
-
-
-def test_student_notebook_hides_solutions_and_hidden_tests():
-    assignments.assert_student_notebook_hides(
-        ASSIGNMENT, ("torch.log(ref_probs) + rewards / beta", "centred / (rewards.float().std(unbiased=False) + 1e-6)", ".clamp(max=max_weight).detach()",
-                     "-F.logsigmoid(beta * margin)", "torch.sigmoid(r_l - r_w)"), n_pieces=5)
+class TestPostTrainingAssignment(assignments.AssignmentTests):
+    ASSIGNMENT = ASSIGNMENT
+    WRONG = WRONG
+    SECRETS = ("torch.log(ref_probs) + rewards / beta", "centred / (rewards.float().std(unbiased=False) + 1e-6)",
+               ".clamp(max=max_weight).detach()", "-F.logsigmoid(beta * margin)", "torch.sigmoid(r_l - r_w)")
