@@ -171,10 +171,17 @@ for path in ({str(out / 'grades.csv')!r}, {str(out / 'journal.jsonl')!r}, "/tmp/
     # -- resources: time, memory, processes, exits, output -------------------------------------
     notebook("infinite_loop", answers(reparameterize="def reparameterize(mu, logvar):\n    while True:\n        pass\n"),
              total=9.0, status="timeout")
+    # the address-space limit stops both before they touch their pages, so neither depends on
+    # how fast a loaded machine can fill a gigabyte within the time limit
     notebook("unbounded_allocation", answers(negative_elbo=_in_piece("negative_elbo", """
 hoard = []
 while True:
-    hoard.append(bytearray(50 * 2**20))
+    hoard.append(bytes(50 * 2**20))
+""", solution)), total=9.0, status="memory")
+    notebook("unbounded_tensors", answers(reparameterize=_in_piece("reparameterize", """
+hoard = []
+while True:
+    hoard.append(torch.empty(50 * 2**20, dtype=torch.uint8))
 """, solution)), total=9.0, status="memory")
     notebook("fork_bomb", answers(train_step=_in_piece("train_step", """
 import os

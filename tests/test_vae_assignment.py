@@ -1,20 +1,19 @@
-"""The VAE assignment, graded by nbgrader as an instructor would.
+"""The VAE assignment, graded as an instructor would: by plain nbgrader and by the sandboxed
+grader, which must agree cell by cell. Each plausible wrong answer loses the points of its own
+piece and only those.
 
-One nbgrader course is built in a temporary folder; the solution, the untouched student
-notebook and plausible wrong answers are submitted and autograded together. Each wrong answer
-must lose the points of its own piece and only those.
+``PIECES``, ``POINTS`` and ``WRONG`` are also the reference points of the grader's battery of
+hostile submissions (tests/autograder_cases.py), which submits each wrong answer on its own.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import nbformat
 import pytest
 
-from autograder.plain_nbgrader import autograde, fill_answers, prepare_course, solution_answers
-from autograder.release import ROOT, release
+from tests import assignments
+
+pytestmark = pytest.mark.slow
+ASSIGNMENT = "vae"
 
 PIECES = {  # grade_id of the solution cell -> the test cells that grade it (visible, hidden)
     "gaussian_kl": ("test_gaussian_kl_visible", "test_gaussian_kl_hidden"),
@@ -71,55 +70,16 @@ def negative_elbo(x, x_logits, mu, logvar, beta=1.0, kl_fn=gaussian_kl):
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    course = tmp_path_factory.mktemp("course")
-    released = nbformat.read(prepare_course("vae", course) / "vae.ipynb", as_version=4)
-    solution = solution_answers("vae")
-    submissions = {"solution": fill_answers(released, solution), "released": released}
-    for name, (piece, code, _) in WRONG.items():
-        submissions[name] = fill_answers(released, {**solution, piece: code.strip()})
-    return autograde("vae", submissions, course)
+class TestVAEAssignment(assignments.AssignmentTests):
+    ASSIGNMENT = ASSIGNMENT
+    WRONG = WRONG
+    SECRETS = ("kl_divergence(", "_manual_sgd_step", "binary_cross_entropy_with_logits(x_logits, x")
 
-
-def piece_points(scores: dict[str, float], piece: str) -> float:
-    return sum(scores[cell] for cell in PIECES[piece])
-
-
-def test_solution_gets_full_marks(graded):
-    assert graded["solution"] == {
-        cell: POINTS[kind] for visible, hidden in PIECES.values() for cell, kind in ((visible, "visible"), (hidden, "hidden"))
-    }
-
-
-def test_released_notebook_gets_zero(graded):
-    assert sum(graded["released"].values()) == 0
-    assert len(graded["released"]) == 2 * len(PIECES)
-
-
-@pytest.mark.parametrize("name", sorted(WRONG))
-def test_wrong_answer_loses_its_own_piece_only(graded, name):
-    broken, _, kept = WRONG[name]
-    scores = graded[name]
-    for piece in PIECES:
-        expected = kept if piece == broken else POINTS["visible"] + POINTS["hidden"]
-        assert piece_points(scores, piece) == expected, f"{name}: piece {piece} got {piece_points(scores, piece)}"
-
-
-def test_student_notebook_is_generated_from_the_solution(tmp_path):
-    """notebooks/ must be what `make release` makes from solutions/ now (it is never hand-edited)."""
-    fresh = release("vae", release_directory=str(tmp_path))
-    committed = ROOT / "notebooks" / "vae"
-    for path in sorted(fresh.glob("*.ipynb")):
-        ours = json.loads((committed / path.name).read_text())
-        theirs = json.loads(path.read_text())
-        assert ours == theirs, f"notebooks/vae/{path.name} is stale: run `make release` and commit"
-
-
-def test_student_notebook_hides_solutions_and_hidden_tests():
-    notebook = nbformat.read(ROOT / "notebooks" / "vae" / "vae.ipynb", as_version=4)
-    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    for secret in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "kl_divergence(", "_manual_sgd_step", "binary_cross_entropy_with_logits(x_logits, x"):
-        assert secret not in code, secret
-    assert code.count("raise NotImplementedError()") == len(PIECES)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    def test_points_per_cell(self, graded):
+        """Each piece is a visible test cell worth 1 and a hidden one worth 2; the released
+        notebook earns none of them."""
+        nbgrader_scores, _ = graded
+        assert nbgrader_scores["solution"] == {
+            cell: POINTS[kind] for visible, hidden in PIECES.values() for cell, kind in ((visible, "visible"), (hidden, "hidden"))
+        }
+        assert nbgrader_scores["released"] == dict.fromkeys(nbgrader_scores["solution"], 0.0)
