@@ -118,6 +118,11 @@ def _check_unit(unit: Unit, root: Path = ROOT) -> None:
 _VERDICT_LOCK = threading.Lock()
 
 
+def _is_memory_error(error: str) -> bool:
+    """Python's MemoryError, or torch's allocator failing ("can't allocate memory")."""
+    return "MemoryError" in error or "can't allocate memory" in error
+
+
 def _piece_result(unit, piece, code, header, messages, static) -> dict:
     checks = {m["check"]: m for m in messages if isinstance(m.get("check"), str)}
     done = any(m.get("done") is True for m in messages)
@@ -126,7 +131,7 @@ def _piece_result(unit, piece, code, header, messages, static) -> dict:
     status, message = "ok", ""
     ran = bool(messages) or header.get("timed_out") or "exit_code" in header
     errors = " ".join(str(m.get("error", "")) for m in checks.values())
-    if "MemoryError" in errors or "can't allocate memory" in errors:
+    if _is_memory_error(errors):
         status, message = "memory", "ran out of memory (the limit is per piece)"
     elif header.get("timed_out"):
         status, message = "timeout", f"stopped after {header.get('limit', '?')} s (the time limit of a piece): an endless loop?"
@@ -145,8 +150,6 @@ def _piece_result(unit, piece, code, header, messages, static) -> dict:
             status, message = "crashed", f"the process ended early (exit code {header.get('exit_code')}): os._exit()?"
         if fatal:
             message = "the grader's worker failed on this piece"
-    elif "MemoryError" in errors or "can't allocate memory" in errors:
-        status, message = "memory", "ran out of memory (the limit is per piece)"
     elif any(str(m.get("error", "")).startswith(("SystemExit", "KeyboardInterrupt")) for m in checks.values()):
         status, message = "crashed", "the code called sys.exit() (or raised SystemExit)"
     forbidden = sorted(set(static) | set(called or []))
@@ -162,7 +165,10 @@ def _piece_result(unit, piece, code, header, messages, static) -> dict:
             entry["message"] = message or "not run"
         elif "error" in got:
             where = f" ({got['where'].replace('<', '').replace('>', '')})" if got.get("where") else ""
-            entry["message"] = f"your code raised {got['error']}{where}"
+            if status == "memory" and _is_memory_error(got["error"]):  # not torch's allocator internals
+                entry["message"] = f"your code {message}{where}"
+            else:
+                entry["message"] = f"your code raised {got['error']}{where}"
         elif not done and not (status in ("timeout", "memory", "crashed")):
             entry["message"] = "the grader could not confirm which functions your code called"
         else:
