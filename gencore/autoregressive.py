@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gencore.data import binarize, load_digits
-from gencore.device import get_device, pick, progress_bar
+from gencore.device import StepLog, autocast, compiled, configure_backend, get_device, pick, progress_bar, to_device
 
 MASK_TYPES = ("A", "B")
 
@@ -153,7 +153,8 @@ class PixelCNN(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (1, s, s):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"PixelCNN expects images of shape (B, 1, {s}, {s}), got {shape}")
-        return self.net(2 * x - 1)  # pixels to {-1, +1}, so the zero padding reads as "no pixel"
+        # pixels to {-1, +1}, so the zero padding reads as "no pixel"; float32 logits under autocast
+        return self.net(2 * x - 1).float()
 
 
 class FullyVisibleLogistic(nn.Module):
@@ -231,22 +232,25 @@ def train_pixelcnn(
             if isinstance(layer, MaskedConv2d):
                 k = layer.kernel_size[0]
                 layer.mask.copy_(torch.as_tensor(mask_fn(k, layer.mask_type), dtype=torch.float32).view(k, k))
+    configure_backend(x_train.device)
+    net = compiled(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {"step": [], "loss": []}
     n = len(x_train)
     bar = progress_bar(range(1, config.steps + 1), config.steps, type(model).__name__, progress)
+    log = StepLog(history, bar=bar, show=("loss",))
     for step in bar:
-        index = torch.randint(0, n, (min(config.batch_size, n),), generator=generator).to(x_train.device)
+        index = to_device(torch.randint(0, n, (min(config.batch_size, n),), generator=generator), x_train.device)
         x = x_train[index]
         optimizer.zero_grad()
-        loss = loss_fn(model(x), x).mean()
+        with autocast(x.device):  # bf16 convolutions on a GPU, float32 logits and loss
+            loss = loss_fn(net(x), x).mean()
         loss.backward()
         optimizer.step()
         history["step"].append(step)
-        history["loss"].append(loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.2f}")
+        log.append(loss=loss)
+    log.flush()
     return history
 
 

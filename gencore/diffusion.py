@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.device import get_device, pick, progress_bar
+from gencore.device import StepLog, autocast, compiled, configure_backend, get_device, pick, progress_bar, to_device
 from gencore.nn import check_same_shape
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +96,10 @@ def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999, dt
 
 def _check_t(t, T: int) -> None:  # noqa: N803
     if isinstance(t, torch.Tensor):
-        if t.dtype not in (torch.int64, torch.int32) or (t.numel() and (t.min() < 0 or t.max() >= T)):
+        # the range is checked on the CPU only: on a GPU it would make the host wait at every
+        # training step (an index out of range still fails there, in the indexing)
+        out_of_range = t.device.type == "cpu" and t.numel() and (t.min() < 0 or t.max() >= T)
+        if t.dtype not in (torch.int64, torch.int32) or out_of_range:
             raise ValueError(f"t must hold integer steps in [0, {T - 1}], got dtype {t.dtype} and range "
                              f"[{t.min().item() if t.numel() else '-'}, {t.max().item() if t.numel() else '-'}]")
     elif not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < T:
@@ -371,7 +374,7 @@ class MLPDenoiser(nn.Module):
         h = self.inp(x_t)
         for block in self.blocks:
             h = h + block(h + emb)
-        return self.out(h)  # (B, D)
+        return self.out(h).float()  # (B, D), float32 also under bf16 autocast
 
 
 class ResBlock(nn.Module):
@@ -417,7 +420,7 @@ class UNet8(nn.Module):
         h = self.mid(self.pool2(skip2), emb)  # (B, 2c, 2, 2)
         h = self.up2(torch.cat([F.interpolate(h, scale_factor=2), skip2], 1), emb)  # (B, 2c, 4, 4)
         h = self.up1(torch.cat([F.interpolate(h, scale_factor=2), skip1], 1), emb)  # (B, c, 8, 8)
-        return self.out(h).view(-1, 64)
+        return self.out(h).view(-1, 64).float()  # float32 also under bf16 autocast
 
 
 class EMA:
@@ -476,17 +479,23 @@ def train_diffusion(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)  # one kernel per step, not per tensor
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps, eta_min=config.lr / 10)
     ema = EMA(model, config.ema_decay)
+    configure_backend(x_train.device)
+    net = compiled(model)  # the EMA copy above and the samplers use the plain module
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the loss draws t and the noise from the global generator
     history: dict[str, list[float]] = {"step": [], "loss": []}
-    for step in progress_bar(range(1, config.steps + 1), config.steps, "diffusion training", progress):
-        index = torch.randint(0, len(x_train), (config.batch_size,), generator=generator).to(x_train.device)
+    bar = progress_bar(range(1, config.steps + 1), config.steps, "diffusion training", progress)
+    log = StepLog(history, bar=bar, show=("loss",))
+    for step in bar:
+        index = to_device(torch.randint(0, len(x_train), (config.batch_size,), generator=generator), x_train.device)
         optimizer.zero_grad()
-        loss = loss_fn(model, x_train[index], schedule.alpha_bar)
+        with autocast(x_train.device):  # bf16 layers on a GPU; the denoiser returns float32
+            loss = loss_fn(net, x_train[index], schedule.alpha_bar)  # the schedule stays float32
         loss.backward()
         optimizer.step()
         scheduler.step()
         ema.update(model)
         history["step"].append(step)
-        history["loss"].append(loss.item())
+        log.append(loss=loss)
+    log.flush()
     return history, ema.model

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.device import get_device, pick, progress_bar
+from gencore.device import StepLog, autocast, compiled, configure_backend, get_device, pick, progress_bar, to_device
 from gencore.nn import check_same_shape, mlp
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ class MLPGenerator(nn.Module):
         self.net = mlp([c.latent_dim, c.hidden, c.hidden, c.hidden, c.data_dim], activation=nn.ReLU)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.net(z).float()  # float32 samples, also under bf16 autocast
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -238,7 +238,7 @@ class MLPCritic(nn.Module):
         self.net = mlp([c.data_dim, c.hidden, c.hidden, c.hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        return self.net(x).squeeze(-1).float()  # float32 scores for the losses
 
 
 class ConvGenerator(nn.Module):
@@ -257,7 +257,7 @@ class ConvGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.project(z).view(z.shape[0], -1, 2, 2)  # (B, c, 2, 2)
-        return torch.sigmoid(self.net(h)).flatten(start_dim=1)  # (B, 64)
+        return torch.sigmoid(self.net(h).float()).flatten(start_dim=1)  # (B, 64), float32
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -280,7 +280,7 @@ class ConvCritic(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(x.shape[0], 1, 8, 8)).squeeze(-1)
+        return self.net(x.reshape(x.shape[0], 1, 8, 8)).squeeze(-1).float()
 
 
 def make_gan(config: GANConfig, seed: int = 0, device=None) -> tuple[nn.Module, nn.Module]:
@@ -305,7 +305,7 @@ def _check_data(x: torch.Tensor, data_dim: int, name: str = "data") -> None:
 
 
 def _batch(x: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    return x[torch.randint(0, x.shape[0], (batch_size,), generator=generator).to(x.device)]
+    return x[to_device(torch.randint(0, x.shape[0], (batch_size,), generator=generator), x.device)]
 
 
 def train_gan(
@@ -340,35 +340,40 @@ def train_gan(
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
     rng = torch.Generator().manual_seed(seed)
     device = x_train.device
+    configure_backend(device)
+    # the gradient penalty differentiates the critic twice, which compiled graphs do not support
+    net_g, net_c = compiled(generator), critic if config.gp_weight > 0 else compiled(critic)
 
     def noise() -> torch.Tensor:
-        return torch.randn(config.batch_size, config.latent_dim, generator=rng).to(device)
+        return to_device(torch.randn(config.batch_size, config.latent_dim, generator=rng), device)
 
     history: dict[str, list] = {"step": [], "d_loss": [], "g_loss": [], "eval_step": []}
     bar = progress_bar(range(1, config.steps + 1), config.steps, desc, progress)
+    log = StepLog(history, every=eval_every)
     for step in bar:
         # 1. the critic: n_critic steps against fakes the generator cannot change (detached)
         for _ in range(config.n_critic):
             real = _batch(x_train, config.batch_size, rng)
-            with torch.no_grad():
-                fake = generator(noise())
-            scores = critic(torch.cat([real, fake]))  # one pass for both halves: (2B,)
-            d_loss = d_loss_fn(scores[: len(real)], scores[len(real) :])
-            if config.gp_weight > 0:
-                d_loss = d_loss + config.gp_weight * penalty_fn(critic, real, fake)
+            with autocast(device):  # bf16 layers on a GPU; the networks return float32
+                with torch.no_grad():
+                    fake = net_g(noise())
+                scores = net_c(torch.cat([real, fake]))  # one pass for both halves: (2B,)
+                d_loss = d_loss_fn(scores[: len(real)], scores[len(real) :])
+                if config.gp_weight > 0:
+                    d_loss = d_loss + config.gp_weight * penalty_fn(critic, real, fake)
             opt_d.zero_grad()
             d_loss.backward()
             opt_d.step()
             if config.clip is not None:
                 clip_weights(critic, config.clip)
         # 2. the generator: one step through the (fixed) critic
-        g_loss = g_loss_fn(critic(generator(noise())))
+        with autocast(device):
+            g_loss = g_loss_fn(net_c(net_g(noise())))
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()
         history["step"].append(step)
-        history["d_loss"].append(d_loss.item())
-        history["g_loss"].append(g_loss.item())
+        log.append(d_loss=d_loss, g_loss=g_loss)
         if eval_fn is not None and (step % eval_every == 0 or step == config.steps):
             generator.eval()
             metrics = eval_fn(generator)
@@ -377,6 +382,7 @@ def train_gan(
             for key, value in metrics.items():
                 history.setdefault(key, []).append(value)
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if isinstance(v, float | int)})
+    log.flush()
     return history
 
 
@@ -401,19 +407,24 @@ def train_critic(
     penalty it finds the dual potential of W1. Returns the loss per step.
     """
     check_same_shape("real", real, "fake", fake)
+    configure_backend(real.device)
+    net = critic if gp_weight > 0 else compiled(critic)  # no double backward through compiled graphs
     optimizer = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
     rng = torch.Generator().manual_seed(seed)
-    losses = []
+    history: dict[str, list[float]] = {"loss": []}
+    log = StepLog(history)
     for _ in progress_bar(range(steps), steps, "critic", progress):
         x, y = _batch(real, batch_size, rng), _batch(fake, batch_size, rng)
-        loss = loss_fn(critic(x), critic(y))
-        if gp_weight > 0:
-            loss = loss + gp_weight * penalty_fn(critic, x, y)
+        with autocast(real.device):
+            loss = loss_fn(net(x), net(y))
+            if gp_weight > 0:
+                loss = loss + gp_weight * penalty_fn(critic, x, y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    return losses
+        log.append(loss=loss)
+    log.flush()
+    return history["loss"]
 
 
 def toy_metrics(samples: torch.Tensor, data: torch.Tensor, centers: torch.Tensor | None = None) -> dict[str, float]:

@@ -27,7 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gencore import tasks
-from gencore.device import get_device, pick, progress_bar
+from gencore.device import (StepLog, autocast, compiled, configure_backend, float32_region, get_device, pick,
+                            progress_bar, to_device)
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 BASE_CHECKPOINT = CHECKPOINT_DIR / "base_lm.pt"
@@ -136,7 +137,8 @@ class GPT(nn.Module):
         x = self.tok_emb(idx) + self.pos_emb(pos)  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        logits = self.head(self.ln_f(x))  # (B, T, V)
+        with float32_region(idx.device):  # the final logits in float32, also under bf16 autocast:
+            logits = self.head(self.ln_f(x).float())  # (B, T, V); log-probs and their ratios need it
         # padding is not a character: probability 0 (exp(-1e4) underflows), so p(. | prefix) sums
         # to 1 over real tokens; finite rather than -inf, so that a masked log-prob times 0 is 0
         logits = logits.masked_fill(self.pad_mask, -1e4)
@@ -283,10 +285,11 @@ def sample_continuations(
         raise ValueError("need 1 <= start and end <= min(idx width, context)")
     ar = torch.arange(L, device=idx.device)
     idx[ar[None] >= end[:, None]] = tasks.PAD_ID
+    spans = list(zip(start.tolist(), end.tolist()))  # on the host once, not a GPU round trip per token
     for t in range(int(start.min()), int(end.max())):
-        write = (start <= t) & (t < end)  # (B,)
-        if not bool(write.any()):
+        if not any(s <= t < e for s, e in spans):
             continue
+        write = (start <= t) & (t < end)  # (B,)
         logits, _ = model(idx[:, :t])
         logits = logits[:, -1]  # (B, V): the prediction for position t
         if temperature == 0 and probs_fn is None:
@@ -397,6 +400,9 @@ def train_lm(
     history: dict[str, list[float]] = {"step": [], "loss": [], "lr": [], "eval_step": []}
     history.update({f"accuracy/{t}": [] for t in names})
     bar = progress_bar(range(1, config.steps + 1), config.steps, "SFT", progress)
+    log = StepLog(history, bar=bar, show=("loss",))
+    configure_backend(device)
+    net = compiled(model)  # evaluation and sampling use the plain model (their shapes vary)
     model.train()
     for step in bar:
         # 1. learning rate: linear warm-up then cosine decay to 10% of the peak
@@ -414,22 +420,23 @@ def train_lm(
             batch += [problems[name][i] for i in pick_]
         x, y = make_sft_batch(batch)
         # 3. one step on the negative log-likelihood
-        loss = loss_fn(model, x.to(device), y.to(device))
+        with autocast(device):
+            loss = loss_fn(net, to_device(x, device), to_device(y, device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         history["step"].append(step)
-        history["loss"].append(loss.item())
+        log.append(loss=loss)
         history["lr"].append(lr)
-        if step % 50 == 0 or step == config.steps:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
         if eval_every and (step % eval_every == 0 or step == config.steps):
+            log.flush()
             model.eval()
             history["eval_step"].append(step)
             for t in names:
                 history[f"accuracy/{t}"].append(evaluate(model, t, eval_n))
             model.train()
+    log.flush()
     model.eval()
     return history
 

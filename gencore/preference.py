@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from gencore import lm, tasks
-from gencore.device import pick, progress_bar
+from gencore.device import StepLog, autocast, compiled, configure_backend, pick, progress_bar
 
 
 def _check_pairs(beta=None, **tensors: torch.Tensor) -> None:
@@ -333,13 +333,18 @@ def train_preference(
     reference = start if reference is None else reference
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     g = torch.Generator().manual_seed(seed)
+    device = lm._device(model)
+    configure_backend(device)
+    net = compiled(model)  # the updates; evaluation and the copies (TR-DPO) use the plain model
     eval_prompts = [p for p, _ in tasks.make_problems(config.task, config.n_eval_prompts, "test", 0)]
     n_new = tasks.max_completion_length(config.task)
     history: dict[str, list[float]] = {k: [] for k in ("step", "loss", "eval_step", "greedy", "sampled", "chosen_logp",
                                                        "rejected_logp", "margin", "pref_accuracy", "kl")}
 
     @torch.no_grad()
+    @autocast(device)
     def evaluate(step: int) -> None:
+        log.flush()
         model.eval()
         history["eval_step"].append(step)
         greedy = lm.generate(model, eval_prompts, n_new, temperature=0.0)
@@ -354,9 +359,10 @@ def train_preference(
         history["margin"].append(float(margin.mean()))
         history["pref_accuracy"].append(float((margin > 0).float().mean()))
 
-    evaluate(0)
     order: list[int] = []
     bar = progress_bar(range(1, config.steps + 1), config.steps, desc, progress)
+    log = StepLog(history, bar=bar, show=("loss",))
+    evaluate(0)
     for step in bar:
         # 1. TR-DPO: the reference becomes the current policy every tau steps
         if tau is not None and step > 1 and (step - 1) % tau == 0:
@@ -367,16 +373,17 @@ def train_preference(
         rows, order = order[: config.batch_size], order[config.batch_size:]
         # 3. one Adam step on the mean loss over the pairs
         model.train()
-        loss = loss_fn(*pair_logprobs(model, reference, train_pairs.subset(rows)), config.beta).mean()
+        with autocast(device):  # bf16 layers on a GPU; log-probabilities and their ratios in float32
+            loss = loss_fn(*pair_logprobs(net, reference, train_pairs.subset(rows)), config.beta).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         history["step"].append(step)
-        history["loss"].append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        log.append(loss=loss)
         if step % config.eval_every == 0 or step == config.steps:
             evaluate(step)
+    log.flush()
     model.eval()
     return history
 

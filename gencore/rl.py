@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gencore import lm, tasks
-from gencore.device import pick, progress_bar
+from gencore.device import autocast, compiled, configure_backend, pick, progress_bar
 
 # ---------------------------------------------------------------------------------------------
 # 1. The KL-regularised target and the score-function estimator
@@ -393,6 +393,12 @@ def train_rlvr(
     else:
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
     g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    # on a GPU the rollouts sample with a generator of the GPU: a CPU one would copy every
+    # next-token distribution to the host (on the CPU this is the same generator as before)
+    g_sample = torch.Generator(device=device).manual_seed(seed) if device.type == "cuda" else g
+    configure_backend(device)
+    net = compiled(model)  # the updates; rollouts and evaluation sample with the plain model
     history: dict[str, list[float]] = {k: [] for k in ("step", "reward", "kl", "clip_fraction", "tokens", "seconds",
                                                        "kept_groups", "eval_step", "pass@1", "greedy")}
     started, tokens = time.perf_counter(), 0
@@ -411,7 +417,8 @@ def train_rlvr(
         chosen = torch.randperm(len(candidates), generator=g)[: config.prompts_per_step].tolist()
         prompts = [candidates[i] for i in chosen]
         model.eval()
-        batch = rollout(model, prompts, config.group_size, config.temperature, generator=g)
+        with autocast(device):  # bf16 layers on a GPU, float32 logits and log-probabilities
+            batch = rollout(model, prompts, config.group_size, config.temperature, generator=g_sample)
         tokens += int(batch.mask.sum())
         pass_filter.update(prompts, batch.rewards, config.group_size)
         keep = torch.ones(len(prompts), dtype=torch.bool, device=batch.rewards.device)
@@ -420,19 +427,20 @@ def train_rlvr(
         advantages = advantage_fn(batch.rewards, config.group_size) if advantage_fn is not group_advantages \
             else group_advantages(batch.rewards, config.group_size, config.advantage_scale)
         rows = keep.repeat_interleave(config.group_size)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device):
             ref_logprobs = target_logprobs(reference, batch.idx)
         stats = {"clip_fraction": 0.0}
         if bool(rows.any()):
             model.train()
             for _ in range(config.updates_per_rollout):
-                logprobs = target_logprobs(model, batch.idx[rows])
+                with autocast(device):
+                    logprobs = target_logprobs(net, batch.idx[rows])
                 loss, stats = loss_fn(logprobs, batch.gen_logprobs[rows], ref_logprobs[rows], advantages[rows], batch.mask[rows])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device):
             logprobs = target_logprobs(model, batch.idx)
             kl = float(torch.where(batch.mask.bool(), k3_kl(logprobs, ref_logprobs), 0.0).sum() / batch.mask.sum().clamp_min(1))
         history["step"].append(step)

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.device import get_device, pick, progress_bar
+from gencore.device import (StepLog, autocast, compile_in_place, compiled, configure_backend, get_device, host_floats, pick,
+                            progress_bar, to_device)
 from gencore.nn import check_same_shape, mlp
 
 # ---------------------------------------------------------------------------------------------
@@ -151,11 +152,12 @@ class VAE(nn.Module):
         self.decoder = mlp([c.latent_dim, c.hidden, c.hidden, c.data_dim])
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)  # (B, K), (B, K)
+        # float32 out, also under bf16 autocast: exp(logvar) and the KL need the precision
+        mu, logvar = self.encoder(x).float().chunk(2, dim=-1)  # (B, K), (B, K)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # (B, D) logits
+        return self.decoder(z).float()  # (B, D) logits, float32
 
     def forward(self, x: torch.Tensor, reparam_fn: Callable = reparameterize):
         mu, logvar = self.encode(x)
@@ -181,10 +183,10 @@ class Autoencoder(nn.Module):
         self.decoder = mlp([c.latent_dim, c.hidden, c.hidden, c.data_dim])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)  # (B, K)
+        return self.encoder(x).float()  # (B, K)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # (B, D) logits
+        return self.decoder(z).float()  # (B, D) logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -220,8 +222,12 @@ def train_step(
     beta: float = 1.0,
     loss_fn: Callable = negative_elbo,
     reparam_fn: Callable = reparameterize,
-) -> float:
-    """One optimiser step on the batch mean of ``loss_fn``; returns that mean as a float."""
+) -> torch.Tensor:
+    """One optimiser step on the batch mean of ``loss_fn``; returns that mean, detached (a 0-d tensor).
+
+    Returning the tensor rather than ``loss.item()`` lets the loop collect losses without waiting
+    for the GPU at every step; ``float()`` of it is the number.
+    """
     optimizer.zero_grad()  # gradients accumulate in PyTorch unless cleared
     mu, logvar = model.encode(x)
     z = reparam_fn(mu, logvar)
@@ -229,7 +235,7 @@ def train_step(
     loss = loss_fn(x, x_logits, mu, logvar, beta).mean()
     loss.backward()
     optimizer.step()
-    return loss.item()
+    return loss.detach()
 
 
 def _batches(x: torch.Tensor, batch_size: int, steps: int, generator: torch.Generator):
@@ -239,7 +245,7 @@ def _batches(x: torch.Tensor, batch_size: int, steps: int, generator: torch.Gene
     for _ in range(steps):
         if pos + batch_size > n:
             order, pos = torch.randperm(n, generator=generator), 0
-        yield x[order[pos : pos + batch_size].to(x.device)]
+        yield x[to_device(order[pos : pos + batch_size], x.device)]
         pos += batch_size
 
 
@@ -277,25 +283,32 @@ def train_vae(
     if loss_fn is None:
         loss_fn = partial(negative_elbo, kl_fn=kl_fn, nll_fn=nll_fn)
     x_eval = x_train[:512] if x_eval is None else x_eval
+    configure_backend(x_train.device)
+    compile_in_place(model.encoder, model.decoder)  # step_fn reaches them through encode/decode
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {"step": [], "loss": [], "eval_step": [], "recon": [], "kl": []}
     batches = _batches(x_train, config.batch_size, config.steps, generator)
     bar = progress_bar(batches, config.steps, f"VAE beta={config.beta:g}", progress)
+    log = StepLog(history, every=eval_every)
     for step, x in enumerate(bar, start=1):
-        loss = step_fn(model, optimizer, x, beta=config.beta, loss_fn=loss_fn, reparam_fn=reparam_fn)
+        with autocast(x.device):  # bf16 on a GPU; the models return float32 to the losses
+            loss = step_fn(model, optimizer, x, beta=config.beta, loss_fn=loss_fn, reparam_fn=reparam_fn)
         history["step"].append(step)
-        history["loss"].append(float(loss))
+        log.append(loss=loss)
         if step % eval_every == 0 or step == config.steps:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(x.device):
                 mu, logvar = model.encode(x_eval)
-                recon = nll_fn(x_eval, model.decode(reparam_fn(mu, logvar))).mean().item()
-                kl = kl_fn(mu, logvar).mean().item()
+                recon = nll_fn(x_eval, model.decode(reparam_fn(mu, logvar))).mean()
+                kl = kl_fn(mu, logvar).mean()
+            recon, kl = host_floats([recon, kl])  # the evaluation's one wait for the GPU
             history["eval_step"].append(step)
             history["recon"].append(recon)
             history["kl"].append(kl)
             bar.set_postfix(recon=f"{recon:.1f}", kl=f"{kl:.1f}")
+    log.flush()
     return history
+
 
 
 def train_autoencoder(
@@ -309,18 +322,23 @@ def train_autoencoder(
     """Train a plain autoencoder on reconstruction (Bernoulli NLL) alone; returns ``step``, ``loss``."""
     config = config or model.config
     _check_data(x_train, config.data_dim)
+    configure_backend(x_train.device)
+    net = compiled(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {"step": [], "loss": []}
     batches = _batches(x_train, config.batch_size, config.steps, generator)
     bar = progress_bar(batches, config.steps, "autoencoder", progress)
+    log = StepLog(history, bar=bar, show=("loss",))
     for step, x in enumerate(bar, start=1):
         optimizer.zero_grad()
-        loss = bernoulli_nll(x, model(x)).mean()
+        with autocast(x.device):
+            loss = bernoulli_nll(x, net(x)).mean()
         loss.backward()
         optimizer.step()
         history["step"].append(step)
-        history["loss"].append(loss.item())
+        log.append(loss=loss)
+    log.flush()
     return history
 
 
