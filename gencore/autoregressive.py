@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from gencore.data import binarize, load_digits
 from gencore.device import StepLog, autocast, compiled, configure_backend, get_device, pick, progress_bar, to_device
+from gencore.nn import at_least_float32
 
 MASK_TYPES = ("A", "B")
 
@@ -154,7 +155,7 @@ class PixelCNN(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"PixelCNN expects images of shape (B, 1, {s}, {s}), got {shape}")
         # pixels to {-1, +1}, so the zero padding reads as "no pixel"; float32 logits under autocast
-        return self.net(2 * x - 1).float()
+        return at_least_float32(self.net(2 * x - 1))
 
 
 class FullyVisibleLogistic(nn.Module):

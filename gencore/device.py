@@ -113,14 +113,19 @@ def compiled(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def compile_in_place(*modules: torch.nn.Module) -> None:
-    """``module.compile()`` for each module when ``compile_enabled()``: for loops that reach the
-    networks through the model's methods (the VAE's ``encode``/``decode``). The modules keep their
-    identity, parameters and ``state_dict`` keys; a copy made later is compiled as well."""
+    """Compile each module's ``forward`` in place when ``compile_enabled()``, for loops that reach the
+    networks through the model's methods (the VAE's ``encode``/``decode``).
+
+    This is ``Module.compile()`` applied to ``forward`` rather than to the call machinery, which
+    torch's tracer skips for its own containers (a compiled ``nn.Sequential`` would trace nothing).
+    The modules keep their identity, parameters and ``state_dict`` keys; a deep copy computes with
+    its own weights.
+    """
     if not compile_enabled():
         return
     for module in modules:
         if getattr(module, "_compiled_call_impl", None) is None:
-            module.compile()
+            module._compiled_call_impl = torch.compile(module.forward)
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gencore.device import StepLog, autocast, compiled, configure_backend, get_device, pick, progress_bar, to_device
-from gencore.nn import check_same_shape
+from gencore.nn import at_least_float32, check_same_shape
 
 # ---------------------------------------------------------------------------------------------
 # 1. Noise schedules
@@ -374,7 +374,7 @@ class MLPDenoiser(nn.Module):
         h = self.inp(x_t)
         for block in self.blocks:
             h = h + block(h + emb)
-        return self.out(h).float()  # (B, D), float32 also under bf16 autocast
+        return at_least_float32(self.out(h))  # (B, D), float32 also under bf16 autocast
 
 
 class ResBlock(nn.Module):
@@ -420,7 +420,7 @@ class UNet8(nn.Module):
         h = self.mid(self.pool2(skip2), emb)  # (B, 2c, 2, 2)
         h = self.up2(torch.cat([F.interpolate(h, scale_factor=2), skip2], 1), emb)  # (B, 2c, 4, 4)
         h = self.up1(torch.cat([F.interpolate(h, scale_factor=2), skip1], 1), emb)  # (B, c, 8, 8)
-        return self.out(h).view(-1, 64).float()  # float32 also under bf16 autocast
+        return at_least_float32(self.out(h).view(-1, 64))  # float32 also under bf16 autocast
 
 
 class EMA:

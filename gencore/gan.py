@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gencore.device import StepLog, autocast, compiled, configure_backend, get_device, pick, progress_bar, to_device
-from gencore.nn import check_same_shape, mlp
+from gencore.nn import at_least_float32, check_same_shape, mlp
 
 # ---------------------------------------------------------------------------------------------
 # 1. The math
@@ -220,7 +220,7 @@ class MLPGenerator(nn.Module):
         self.net = mlp([c.latent_dim, c.hidden, c.hidden, c.hidden, c.data_dim], activation=nn.ReLU)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).float()  # float32 samples, also under bf16 autocast
+        return at_least_float32(self.net(z))  # float32 samples, also under bf16 autocast
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -238,7 +238,7 @@ class MLPCritic(nn.Module):
         self.net = mlp([c.data_dim, c.hidden, c.hidden, c.hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1).float()  # float32 scores for the losses
+        return at_least_float32(self.net(x).squeeze(-1))  # float32 scores for the losses
 
 
 class ConvGenerator(nn.Module):
@@ -257,7 +257,7 @@ class ConvGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.project(z).view(z.shape[0], -1, 2, 2)  # (B, c, 2, 2)
-        return torch.sigmoid(self.net(h).float()).flatten(start_dim=1)  # (B, 64), float32
+        return torch.sigmoid(at_least_float32(self.net(h))).flatten(start_dim=1)  # (B, 64), float32
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -280,7 +280,7 @@ class ConvCritic(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(x.shape[0], 1, 8, 8)).squeeze(-1).float()
+        return at_least_float32(self.net(x.reshape(x.shape[0], 1, 8, 8)).squeeze(-1))
 
 
 def make_gan(config: GANConfig, seed: int = 0, device=None) -> tuple[nn.Module, nn.Module]:

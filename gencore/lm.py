@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from gencore import tasks
 from gencore.device import (StepLog, autocast, compiled, configure_backend, float32_region, get_device, pick,
                             progress_bar, to_device)
+from gencore.nn import at_least_float32
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 BASE_CHECKPOINT = CHECKPOINT_DIR / "base_lm.pt"
@@ -138,7 +139,7 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         with float32_region(idx.device):  # the final logits in float32, also under bf16 autocast:
-            logits = self.head(self.ln_f(x).float())  # (B, T, V); log-probs and their ratios need it
+            logits = self.head(at_least_float32(self.ln_f(x)))  # (B, T, V); log-probs and their ratios need it
         # padding is not a character: probability 0 (exp(-1e4) underflows), so p(. | prefix) sums
         # to 1 over real tokens; finite rather than -inf, so that a masked log-prob times 0 is 0
         logits = logits.masked_fill(self.pad_mask, -1e4)
@@ -195,10 +196,9 @@ def check_prompts(prompts: list[str], context: int, room: int = 1) -> list[list[
 def pad_batch(seqs: list[list[int]], length: int | None = None) -> torch.Tensor:
     """Right-pad lists of token ids with ``PAD_ID`` into a (B, length) long tensor."""
     length = max(len(s) for s in seqs) if length is None else length
-    out = torch.full((len(seqs), length), tasks.PAD_ID, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
+    if any(len(s) > length for s in seqs):
+        raise ValueError(f"a sequence is longer than the padded length {length}")
+    return torch.tensor([s + [tasks.PAD_ID] * (length - len(s)) for s in seqs], dtype=torch.long)
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -351,15 +351,26 @@ def generate(
 def make_sft_batch(problems: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs (B, L-1) and targets (B, L-1) for next-token prediction on prompt + completion,
     where a target is ``PAD_ID`` (ignored) unless it is a completion token."""
+    return sft_batch_from(*encode_problems(problems))
+
+
+def encode_problems(problems: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every problem's prompt + completion tokens once, right-padded: ids (N, L), prompt lengths
+    (N,) and sequence lengths (N,). A training loop then draws batches by indexing these tensors."""
     seqs, n_prompt = [], []
     for prompt, completion in problems:
         p = tasks.encode(prompt)
         seqs.append(p + tasks.encode(completion))
         n_prompt.append(len(p))
-    idx = pad_batch(seqs)
+    return pad_batch(seqs), torch.tensor(n_prompt), torch.tensor([len(q) for q in seqs])
+
+
+def sft_batch_from(ids: torch.Tensor, n_prompt: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``make_sft_batch`` for rows of ``encode_problems``: the batch is cut to its longest sequence."""
+    idx = ids[:, : int(lengths.max())]
     x, y = idx[:, :-1], idx[:, 1:].clone()
-    j = torch.arange(y.shape[1])
-    y[j[None] + 1 < torch.tensor(n_prompt)[:, None]] = tasks.PAD_ID  # do not train on the prompt
+    j = torch.arange(y.shape[1], device=y.device)
+    y[j[None] + 1 < n_prompt[:, None]] = tasks.PAD_ID  # do not train on the prompt
     return x, y
 
 
@@ -394,6 +405,12 @@ def train_lm(
     if any(not problems.get(t) for t in names):
         raise ValueError(f"need training problems for every task of the mixture {names}")
     weights = torch.tensor([config.mixture[t] for t in names], dtype=torch.float)
+    # every problem tokenised once: a step then indexes tensors instead of encoding strings
+    encoded = [encode_problems(problems[t]) for t in names]
+    width = max(ids.shape[1] for ids, _, _ in encoded)
+    pool_ids = torch.cat([F.pad(ids, (0, width - ids.shape[1]), value=tasks.PAD_ID) for ids, _, _ in encoded])
+    pool_prompt, pool_len = torch.cat([e[1] for e in encoded]), torch.cat([e[2] for e in encoded])
+    offsets = torch.tensor([0] + [len(problems[t]) for t in names]).cumsum(0).tolist()
     device = _device(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     g = torch.Generator().manual_seed(seed)
@@ -413,12 +430,12 @@ def train_lm(
             group["lr"] = lr
         # 2. a minibatch from the task mixture
         task_of = torch.multinomial(weights, config.batch_size, replacement=True, generator=g)
-        batch = []
+        rows = []
         for k, name in enumerate(names):
             n = int((task_of == k).sum())
-            pick_ = torch.randint(len(problems[name]), (n,), generator=g).tolist()
-            batch += [problems[name][i] for i in pick_]
-        x, y = make_sft_batch(batch)
+            rows.append(offsets[k] + torch.randint(len(problems[name]), (n,), generator=g))
+        rows = torch.cat(rows)
+        x, y = sft_batch_from(pool_ids[rows], pool_prompt[rows], pool_len[rows])
         # 3. one step on the negative log-likelihood
         with autocast(device):
             loss = loss_fn(net, to_device(x, device), to_device(y, device))

@@ -24,6 +24,12 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.SiLU) -> nn.Seque
     return nn.Sequential(*layers)
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is in a 16-bit float type (what bf16 autocast produces), else unchanged:
+    networks return this, so that losses see float32, and float64 models stay float64."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     """Raise ``ValueError`` unless ``a`` and ``b`` are floating tensors of one shape (no broadcasting)."""
     for name, t in ((name_a, a), (name_b, b)):

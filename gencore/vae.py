@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from gencore.device import (StepLog, autocast, compile_in_place, compiled, configure_backend, get_device, host_floats, pick,
                             progress_bar, to_device)
-from gencore.nn import check_same_shape, mlp
+from gencore.nn import at_least_float32, check_same_shape, mlp
 
 # ---------------------------------------------------------------------------------------------
 # 1. The math
@@ -153,11 +153,11 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # float32 out, also under bf16 autocast: exp(logvar) and the KL need the precision
-        mu, logvar = self.encoder(x).float().chunk(2, dim=-1)  # (B, K), (B, K)
+        mu, logvar = at_least_float32(self.encoder(x)).chunk(2, dim=-1)  # (B, K), (B, K)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).float()  # (B, D) logits, float32
+        return at_least_float32(self.decoder(z))  # (B, D) logits, float32
 
     def forward(self, x: torch.Tensor, reparam_fn: Callable = reparameterize):
         mu, logvar = self.encode(x)
@@ -183,10 +183,10 @@ class Autoencoder(nn.Module):
         self.decoder = mlp([c.latent_dim, c.hidden, c.hidden, c.data_dim])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x).float()  # (B, K)
+        return at_least_float32(self.encoder(x))  # (B, K)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).float()  # (B, D) logits
+        return at_least_float32(self.decoder(z))  # (B, D) logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

@@ -140,6 +140,30 @@ def test_compile_switch(monkeypatch):
     assert view is not model and view._orig_mod is model  # shares the parameters, leaves the module alone
 
 
+def test_compile_in_place_traces_torch_containers(monkeypatch):
+    """A compiled nn.Sequential really runs a captured graph (Module.compile() would capture none),
+    and a deep copy of it (an EMA, a frozen reference) computes with its own weights."""
+    import copy
+    import functools
+
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("GENCORE_COMPILE", "1")
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))  # no C compiler needed
+    torch._dynamo.reset()
+    counters.clear()
+    model = nn.Sequential(nn.Linear(4, 8), nn.SiLU(), nn.Linear(8, 2))
+    device.compile_in_place(model)
+    x = torch.randn(3, 4)
+    model(x).sum().backward()
+    assert counters["stats"]["unique_graphs"] >= 1
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.zero_()
+    assert twin(x).abs().sum() == 0 and model(x).abs().sum() > 0
+
+
 @pytest.mark.parametrize("precision, expected", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_autocast_follows_precision(monkeypatch, precision, expected):
     monkeypatch.setenv("GENCORE_PRECISION", precision)
@@ -205,6 +229,18 @@ def test_float32_where_the_numerics_need_it(monkeypatch):
     assert (logits - reference).abs().max() < 0.05
 
 
+def test_float64_models_stay_float64():
+    """The float32 cast is for 16-bit outputs only: the chapters' exact checks run models in float64."""
+    cpu = torch.device("cpu")
+    pixelcnn = autoregressive.make_pixelcnn(autoregressive.PixelCNNConfig.for_scale("smoke"), device=cpu).double()
+    gpt = lm.make_gpt(lm.GPTConfig.for_scale("smoke"), device=cpu).double()
+    model = vae.make_vae(vae.VAEConfig.for_scale("smoke"), device=cpu).double()
+    g, c = gan.make_gan(gan.GANConfig.digits("smoke"), device=cpu)
+    outputs = [pixelcnn(torch.zeros(1, 1, 8, 8, dtype=torch.float64)), gpt(torch.zeros(1, 3, dtype=torch.long))[0],
+               *model.encode(torch.rand(2, 64, dtype=torch.float64)), c.double()(g.double()(torch.randn(2, 16).double()))]
+    assert {t.dtype for t in outputs} == {torch.float64}
+
+
 # ------------------------------------------------------------------ on a CUDA GPU (skipped elsewhere)
 @pytest.mark.gpu
 def test_backend_switches_tf32_with_the_precision(monkeypatch):
@@ -232,12 +268,16 @@ def test_loop_runs_on_cuda_in_bf16(monkeypatch, name):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["pixelcnn", "diffusion_unet", "lm", "vae", "gan_toy"])
+@pytest.mark.parametrize("name", ["vae", "lm", "diffusion_unet"])
 def test_loop_runs_on_cuda_compiled(monkeypatch, name):
+    """The two ways a loop compiles: in place (the VAE's containers) and a compiled view (the rest)."""
+    from torch._dynamo.utils import counters
+
     monkeypatch.setenv("GENCORE_PRECISION", "bf16")
     monkeypatch.setenv("GENCORE_COMPILE", "1")
-    _seen, losses = hooked_run(name, torch.device("cuda"))
-    assert finite_floats(losses)
+    before = counters["stats"]["unique_graphs"]
+    _models, losses = RUNNERS[name](torch.device("cuda"))
+    assert finite_floats(losses) and counters["stats"]["unique_graphs"] > before
 
 
 @pytest.mark.gpu
@@ -268,5 +308,5 @@ def test_rollout_log_probs_agree_with_the_update_on_cuda(monkeypatch):
         batch = rl.rollout(model, prompts, 4, generator=torch.Generator(device=cuda).manual_seed(0))
         again = rl.target_logprobs(model, batch.idx[: len(prompts)])
     mask = batch.mask[: len(prompts)].bool()
-    ratio = torch.exp(again - batch.gen_logprobs[: len(prompts)])[mask]
-    assert (ratio - 1).abs().max() < 0.05
+    log_ratio = (again - batch.gen_logprobs[: len(prompts)])[mask]
+    assert log_ratio.abs().mean() < 0.02 and log_ratio.abs().max() < 0.25
