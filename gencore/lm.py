@@ -227,13 +227,14 @@ def sequence_logprob(model: nn.Module, prompt, completion) -> torch.Tensor:
     seqs = [p + c for p, c in zip(prompt_ids, comp_ids)]
     if max(len(s) for s in seqs) > context_length(model) + 1:
         raise ValueError(f"prompt + completion longer than the context ({context_length(model)}) + 1")
-    idx = pad_batch(seqs).to(_device(model))  # (B, L)
+    device = _device(model)
+    idx = to_device(pad_batch(seqs), device)  # (B, L); queued, so a training step does not wait here
     logits, _ = model(idx[:, :-1])  # (B, L-1, V): position t predicts token t+1
     logp = token_logprobs(logits, idx[:, 1:])  # (B, L-1)
     # keep target positions inside the completion: index j predicts token j+1
     j = torch.arange(idx.shape[1] - 1, device=idx.device)
-    starts = torch.tensor([len(p) for p in prompt_ids], device=idx.device)
-    ends = torch.tensor([len(s) for s in seqs], device=idx.device)
+    starts = to_device(torch.tensor([len(p) for p in prompt_ids]), device)
+    ends = to_device(torch.tensor([len(s) for s in seqs]), device)
     mask = (j[None] + 1 >= starts[:, None]) & (j[None] + 1 < ends[:, None])
     total = torch.where(mask, logp, 0.0).sum(dim=1)  # where, not *: padding may score -inf
     return total[0] if single else total
