@@ -76,7 +76,7 @@ def negative_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tens
 
 
 def bits_per_dim(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """-log2 p(x) / D per image, (B,): the NLL in nats divided by D ln 2 (D = pixels per image).
+    """-log2 p(x) / d per image, (B,): the NLL in nats divided by d ln 2 (d = pixels per image).
 
     One bit per dimension is what a fair coin per pixel costs; lower is better.
     """
@@ -162,7 +162,7 @@ class FullyVisibleLogistic(nn.Module):
     """p(x_i = 1 | x_<i) = sigmoid(b_i + sum_{j<i} W_ij x_j): one weight per pair of pixels.
 
     The fully visible sigmoid belief network (Frey 1998): position-specific parameters,
-    D (D - 1) / 2 weights and D biases, a strictly lower-triangular W keeping it causal.
+    d (d - 1) / 2 weights and d biases, a strictly lower-triangular W keeping it causal.
     """
 
     def __init__(self, image_size: int = 8):
@@ -178,7 +178,7 @@ class FullyVisibleLogistic(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (1, s, s):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"FullyVisibleLogistic expects images of shape (B, 1, {s}, {s}), got {shape}")
-        flat = x.flatten(1)  # (B, D) in raster order
+        flat = x.flatten(1)  # (B, d) in raster order
         return (flat @ (self.weight * self.mask).T + self.bias).view_as(x)
 
 

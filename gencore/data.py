@@ -92,7 +92,7 @@ def toy_2d(name: str, n: int, seed: int = 0, device=None) -> torch.Tensor:
 
 @dataclass
 class Digits:
-    """scikit-learn's 1,797 handwritten digits (8x8, 16 grey levels), scaled to [0, 1].
+    """scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels: the integers 0 to 16), scaled to [0, 1].
 
     ``x`` has shape (N, 64) (flattened rows), ``y`` has shape (N,) with labels 0-9.
     Reshape with ``x.view(-1, 1, 8, 8)`` for images.
@@ -110,7 +110,7 @@ def _digits_numpy() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits as sklearn_load_digits
 
     images, labels = sklearn_load_digits(return_X_y=True)  # ships with scikit-learn
-    return (images / 16.0).astype(np.float32), labels.astype(np.int64)
+    return (images / 16.0).astype(np.float32), labels.astype(np.int64)  # pixels 0..16 -> 0, 1/16, ..., 1
 
 
 def load_digits(split: str = "all", test_fraction: float = 0.2, seed: int = 0, device=None) -> Digits:

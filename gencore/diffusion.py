@@ -12,7 +12,7 @@
 Time is indexed from 0 as in the code of Ho et al.: ``t`` in {0, ..., T-1}, and index ``t``
 is the paper's step t + 1. So ``alpha_bar[t]`` is prod_{s <= t} (1 - beta_s), ``x_t`` has been
 noised t + 1 times, and "the step before index 0" is the data x_0 itself (alpha_bar = 1).
-Shapes: data are flat, ``x`` of shape (B, D) (D = 2 for the toys, 64 for the digits).
+Shapes: data are flat, ``x`` of shape (B, d) (data dimension d = 2 for the toys, 64 for the digits).
 """
 
 from __future__ import annotations
@@ -205,18 +205,18 @@ def gaussian_eps_model(mean: torch.Tensor, cov: torch.Tensor, alpha_bar: torch.T
 
     x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps is Gaussian with covariance C = abar cov + (1 - abar) I
     and Cov(eps, x_t) = sqrt(1 - abar) I, so E[eps | x_t] = sqrt(1 - abar) C^{-1} (x_t - sqrt(abar) mean).
-    Returns ``eps_model(x_t, t)`` for ``x_t`` (B, D) and an int (or a (B,) tensor of one value) ``t``.
+    Returns ``eps_model(x_t, t)`` for ``x_t`` (B, d) and an int (or a (B,) tensor of one value) ``t``.
     """
     d = mean.shape[-1]
     if mean.dim() != 1 or cov.shape != (d, d):
-        raise ValueError(f"need mean (D,) and cov (D, D), got {tuple(mean.shape)} and {tuple(cov.shape)}")
+        raise ValueError(f"need mean (d,) and cov (d, d), got {tuple(mean.shape)} and {tuple(cov.shape)}")
     eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
 
     def eps_model(x_t: torch.Tensor, t) -> torch.Tensor:
         t = int(t.flatten()[0]) if isinstance(t, torch.Tensor) else t
         a = alpha_bar[t].to(cov.dtype)
         C_inv = torch.linalg.inv(a * cov + (1 - a) * eye)  # noqa: N806 (symmetric)
-        return ((1 - a).sqrt() * (x_t.to(cov.dtype) - a.sqrt() * mean) @ C_inv).to(x_t.dtype)  # (B, D)
+        return ((1 - a).sqrt() * (x_t.to(cov.dtype) - a.sqrt() * mean) @ C_inv).to(x_t.dtype)  # (B, d)
 
     return eps_model
 
@@ -227,10 +227,10 @@ def mixture_denoiser(means: torch.Tensor, std: float, alpha_bar: torch.Tensor, w
     Given component k, x_t ~ N(sqrt(abar) m_k, v I) with v = abar std^2 + 1 - abar, and
     E[x_0 | x_t, k] = m_k + sqrt(abar) std^2 / v (x_t - sqrt(abar) m_k); the responsibilities
     p(k | x_t) weight these. E[eps | x_t] = (x_t - sqrt(abar) E[x_0 | x_t]) / sqrt(1 - abar).
-    Returns ``(x0_model, eps_model)``, both called as ``f(x_t, t)``; ``means`` is (K, D).
+    Returns ``(x0_model, eps_model)``, both called as ``f(x_t, t)``; ``means`` is (n_modes, d).
     """
     if means.dim() != 2 or std <= 0:
-        raise ValueError(f"need means (K, D) and a positive std, got {tuple(means.shape)} and {std}")
+        raise ValueError(f"need means (n_modes, d) and a positive std, got {tuple(means.shape)} and {std}")
     k, dim = means.shape
     log_weights = (torch.full((k,), 1.0 / k) if weights is None else weights).to(means).log()
 
@@ -238,9 +238,9 @@ def mixture_denoiser(means: torch.Tensor, std: float, alpha_bar: torch.Tensor, w
         t = int(t.flatten()[0]) if isinstance(t, torch.Tensor) else t
         a = alpha_bar[t].to(means)
         v = a * std**2 + 1 - a
-        diff = x_t[:, None, :] - a.sqrt() * means[None]  # (B, K, D)
-        logits = log_weights - 0.5 * diff.pow(2).sum(-1) / v  # (B, K): log p(k | x_t) + const
-        x0_given_k = means[None] + a.sqrt() * std**2 / v * diff  # (B, K, D)
+        diff = x_t[:, None, :] - a.sqrt() * means[None]  # (B, n_modes, d)
+        logits = log_weights - 0.5 * diff.pow(2).sum(-1) / v  # (B, n_modes): log p(k | x_t) + const
+        x0_given_k = means[None] + a.sqrt() * std**2 / v * diff  # (B, n_modes, d)
         return (logits.softmax(-1)[..., None] * x0_given_k).sum(1)
 
     def eps_model(x_t: torch.Tensor, t) -> torch.Tensor:
@@ -286,10 +286,15 @@ def ddpm_sample(
 
 
 def ddim_timesteps(T: int, steps: int) -> list[int]:  # noqa: N803
-    """``steps`` indices from T-1 down to 0, evenly spaced (Song et al. 2021, Sec. 4.2)."""
+    """``steps`` indices from T-1 down to 0, evenly spaced (Song et al. 2021, Sec. 4.2).
+
+    Every schedule starts at T-1, the pure noise x_T: one step jumps from there to the data.
+    """
     if not isinstance(steps, int) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an int in [1, {T}], got {steps!r}")
-    return sorted({round(i * (T - 1) / max(steps - 1, 1)) for i in range(steps)}, reverse=True)
+    if steps == 1:
+        return [T - 1]
+    return sorted({round(i * (T - 1) / (steps - 1)) for i in range(steps)}, reverse=True)  # spacing >= 1: distinct
 
 
 @torch.no_grad()
@@ -374,7 +379,7 @@ class MLPDenoiser(nn.Module):
         h = self.inp(x_t)
         for block in self.blocks:
             h = h + block(h + emb)
-        return at_least_float32(self.out(h))  # (B, D), float32 also under bf16 autocast
+        return at_least_float32(self.out(h))  # (B, d), float32 also under bf16 autocast
 
 
 class ResBlock(nn.Module):

@@ -9,9 +9,9 @@ al. 2017; Gulrajani et al. 2017), top to bottom.
 3. training: ``train_gan`` (the loop, every loss a parameter), ``train_critic`` (one player
    against two fixed sample sets) and ``train_gan_2d`` (a ready-made toy run for other chapters).
 
-Shapes: samples ``x`` are (B, D), D = 2 for the toys and 64 for the digits; noise ``z`` is
-(B, latent_dim); a discriminator or critic returns one number per example, (B,). The
-discriminator returns *logits*: D(x) = sigmoid(logit).
+Shapes: samples ``x`` are (B, d), d = 2 for the toys and 64 for the digits; noise ``z`` is
+(B, latent_dim), latent_dim = d_z in the book; a discriminator or critic returns one number per
+example, (B,). The discriminator returns *logits*: D(x) = sigmoid(logit).
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ def optimal_discriminator(p_data: torch.Tensor, p_model: torch.Tensor) -> torch.
 def wasserstein1_1d(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """W1 between the empirical distributions of two 1-D samples of equal size n.
 
-    In one dimension the optimal transport plan matches the samples in sorted order (the
-    monotone rearrangement), so W1 = (1/n) sum_i |x_(i) - y_(i)| with x_(i) the i-th smallest
-    (Villani 2009, Remark 2.19; Peyre & Cuturi 2019, Sec. 2.6).
+    In one dimension, for a cost that is a convex function of x - y such as |x - y|, the
+    monotone rearrangement (matching the samples in sorted order) is an optimal plan, so
+    W1 = (1/n) sum_i |x_(i) - y_(i)| with x_(i) the i-th smallest (Villani 2003, Sec. 2.2;
+    Peyre & Cuturi 2019, Sec. 2.6). For a concave cost such as sqrt|x - y| it need not be.
     """
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() != 1:
@@ -128,16 +129,16 @@ def generator_loss_wasserstein(fake_scores: torch.Tensor) -> torch.Tensor:
 def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """The WGAN-GP penalty E[(||grad_x f(x_hat)||_2 - 1)^2] on random interpolates.
 
-    x_hat = eps x + (1 - eps) x~ with one eps ~ U[0, 1] per example (Gulrajani et al. 2017,
-    Eq. 3 and Alg. 1). The gradient is taken with ``create_graph=True`` so that the penalty can
-    be differentiated again with respect to the critic's parameters. The norm runs over all
-    non-batch dimensions, so images (B, 1, H, W) work as well as vectors (B, D).
+    x_hat = u x + (1 - u) x~ with one u ~ U[0, 1] per example (Gulrajani et al. 2017, Eq. 3
+    and Alg. 1, where u is called epsilon). The gradient is taken with ``create_graph=True`` so
+    that the penalty can be differentiated again with respect to the critic's parameters. The
+    norm runs over all non-batch dimensions, so images (B, 1, H, W) work as well as vectors (B, d).
     """
     check_same_shape("real", real, "fake", fake)
     if real.dim() < 2:
         raise ValueError(f"real and fake must be batches (B, ...), got shape {tuple(real.shape)}")
-    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    u = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    x_hat = (u * real.detach() + (1 - u) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)  # (B, ...)
     norms = grad.flatten(start_dim=1).norm(dim=1)  # (B,)
     return (norms - 1).pow(2).mean()
@@ -152,8 +153,8 @@ def clip_weights(model: nn.Module, c: float) -> None:
 
 
 def gradient_norms(critic: Callable, x: torch.Tensor) -> torch.Tensor:
-    """||grad_x f(x)||_2 at each point of the batch x, (B,): a lower bound on the Lipschitz
-    constant of f is their maximum."""
+    """||grad_x f(x)||_2 at each point of the batch x, (B,). Their maximum is a lower bound on
+    the Lipschitz constant of f, not the constant itself: f may be steeper between the points."""
     x = x.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x).sum(), x)
     return grad.flatten(start_dim=1).norm(dim=1)
@@ -173,7 +174,7 @@ class GANConfig:
     n_critic: int = 1  # discriminator/critic steps per generator step
     batch_size: int = 256
     lr: float = 1e-3  # Adam learning rate of both players
-    betas: tuple[float, float] = (0.5, 0.9)  # Adam's betas; a small beta1 is usual for GANs
+    adam_betas: tuple[float, float] = (0.5, 0.9)  # Adam's decay rates (beta1, beta2); GANs use a small beta1
     gp_weight: float = 0.0  # lambda of the gradient penalty (10 in Gulrajani et al. 2017); 0 = off
     clip: float | None = None  # weight clipping of the critic (0.01 in Arjovsky et al. 2017)
 
@@ -187,7 +188,7 @@ class GANConfig:
         sizes = pick(smoke=dict(hidden=16, steps=20, batch_size=64),
                      small=dict(hidden=64, steps=400, batch_size=128),
                      full=dict(hidden=256, steps=3000, batch_size=256), scale=scale)
-        return cls(**{**dict(n_critic=5, betas=(0.0, 0.9)), **sizes, **overrides})
+        return cls(**{**dict(n_critic=5, adam_betas=(0.0, 0.9)), **sizes, **overrides})
 
     @classmethod
     def wgan_gp(cls, scale: str | None = None, **overrides) -> GANConfig:
@@ -206,7 +207,7 @@ class GANConfig:
         sizes = pick(smoke=dict(hidden=8, steps=10, batch_size=32),
                      small=dict(hidden=16, steps=400, batch_size=64),
                      full=dict(hidden=64, steps=10000, batch_size=256), scale=scale)
-        base = dict(data_dim=64, latent_dim=16, n_critic=5, gp_weight=10.0, lr=1e-3, betas=(0.0, 0.9))
+        base = dict(data_dim=64, latent_dim=16, n_critic=5, gp_weight=10.0, lr=1e-3, adam_betas=(0.0, 0.9))
         return cls(**{**base, **sizes, **overrides})
 
 
@@ -336,8 +337,8 @@ def train_gan(
     """
     config = config or generator.config
     _check_data(x_train, config.data_dim)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.adam_betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.adam_betas)
     rng = torch.Generator().manual_seed(seed)
     device = x_train.device
     configure_backend(device)

@@ -101,11 +101,11 @@ def mode_coverage(samples, centers=None, radius: float = 0.3, min_fraction: floa
     Each sample is assigned to its nearest centre (default: the eight-Gaussians ring of
     :func:`gencore.data.eight_gaussian_centers`) and counts for it if it lies within ``radius``
     (default 0.3: three standard deviations of that toy). A mode is covered when it holds at
-    least ``min_fraction`` of its fair share (1/K of the samples): a quarter by default, so
-    that a handful of stray points does not count as coverage.
+    least ``min_fraction`` of its fair share (the number of samples divided by the number of
+    centres): a quarter by default, so that a handful of stray points does not count as coverage.
 
     Returns ``modes_covered`` (int), ``high_quality`` (the fraction of samples within ``radius``
-    of some centre) and ``counts`` (samples near each centre, a list of K ints).
+    of some centre) and ``counts`` (samples near each centre, a list of one int per centre).
     """
     samples = _points("samples", samples)
     centers = _points("centers", datasets.eight_gaussian_centers() if centers is None else centers)
@@ -215,7 +215,7 @@ def digit_features(x) -> torch.Tensor:
 
 def digits_fid(samples, reference=None) -> float:
     """A Fréchet distance for 8x8 digits: between the classifier features of ``samples`` and of
-    ``reference`` (by default the 360 held-out test digits).
+    ``reference`` (by default the held-out test digits, ``gencore.data.load_digits("test")``).
 
     Like every FID it is biased upwards at small sample sizes: compare models with the same
     number of samples (the chapters use 1,000), and read it next to the floor that real digits

@@ -6,7 +6,9 @@
 2. advantages: rewards minus their group mean, over a standard deviation (``group_advantages``),
    and the filters of groups that carry no signal (``informative_groups``, ``PassRateFilter``);
 3. the per-token objectives: GRPO's clipped ratio with the k3 KL estimate to a reference
-   (``grpo_loss``), and the ScaleRL objective (``scalerl_loss``);
+   (``grpo_loss``), and the ScaleRL objective (``scalerl_loss``), with the three ways of
+   aggregating per-token terms into one loss (``sample_average``, ``prompt_average``,
+   ``token_average``);
 4. RL with verifiable rewards on the course's small GPT: ``rollout`` (a group of completions per
    prompt, their tokens, the generator's log-probabilities and the verifier's rewards) and
    ``train_rlvr``, with a progress bar and a history of reward, held-out pass@1, KL to the
@@ -110,6 +112,9 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     (Khatri et al. 2025); ``scale="none"``: the centred rewards. Standard deviations are the
     population ones (divide by G). A group whose rewards are all equal gets advantages exactly 0
     (its numerator is 0), whatever the scale.
+
+    The baseline is the mean of the whole group, the completion itself included. Leaving it out
+    (RLOO's baseline, the mean of the other G - 1) gives r_i - mean_others = G / (G - 1) (r_i - mean).
     """
     groups = _groups(rewards, group_size).to(torch.get_default_dtype() if not rewards.is_floating_point() else rewards.dtype)
     centred = groups - groups.mean(dim=1, keepdim=True)
@@ -128,7 +133,7 @@ def informative_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """A (P,) bool mask of the groups whose rewards are not all equal.
 
     A group that all passes or all fails has zero advantages: it adds nothing to the gradient
-    but still counts in the token normaliser, so ScaleRL drops it from the batch ("zero-variance
+    but still counts in the average over prompts, so ScaleRL drops it from the batch ("zero-variance
     filtering", Khatri et al. 2025).
     """
     groups = _groups(rewards, group_size)
@@ -180,15 +185,42 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
+def sample_average(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each completion's mean over its tokens, then the mean over completions (GRPO, Shao et al.
+    2024, Eq. 3): every completion weighs the same, so a token of a short one weighs more."""
+    return ((per_token * mask).sum(1) / mask.sum(1).clamp_min(1)).mean()
+
+
+def token_average(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sum over all completion tokens of the batch over their number: every token weighs the
+    same ("token average", Khatri et al. 2025, Sec. 3.2)."""
+    return (per_token * mask).sum() / mask.sum().clamp_min(1)
+
+
+def prompt_average(per_token: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """For each prompt, the sum over the tokens of its G completions over their number
+    sum_g |y_g|; then the mean over prompts (ScaleRL's "prompt average", Khatri et al. 2025,
+    Sec. 3.2 and the objective of Sec. 4). Every prompt weighs the same, and within a prompt
+    every token weighs the same. Rows are grouped contiguously, G per prompt."""
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    if mask.shape[0] % group_size:
+        raise ValueError(f"group_size {group_size} does not divide the batch of {mask.shape[0]} completions")
+    per_prompt = (per_token * mask).view(-1, group_size * mask.shape[1]).sum(1)  # (P,)
+    tokens = mask.reshape(-1, group_size * mask.shape[1]).sum(1)  # (P,) sum_g |y_g|
+    return (per_prompt / tokens.clamp_min(1)).mean()
+
+
 def grpo_loss(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, advantages: torch.Tensor,
     mask: torch.Tensor, clip_eps: float = 0.2, kl_coef: float = 0.04,
 ) -> tuple[torch.Tensor, dict]:
     """The GRPO loss (Shao et al. 2024, Eq. 3), to minimise; returns ``(loss, stats)``.
 
-    Per token, with rho = pi / pi_old: -[min(rho A, clip(rho, 1 - eps, 1 + eps) A) - kl_coef k3],
-    averaged over each completion's tokens, then over completions. ``old_logprobs`` (the policy
-    that generated) and ``ref_logprobs`` are constants. ``stats``: ``clip_fraction`` (tokens whose
+    Per token, with rho = pi / pi_old and the clipping half-width c = ``clip_eps``:
+    -[min(rho A, clip(rho, 1 - c, 1 + c) A) - kl_coef k3], averaged over each completion's
+    tokens, then over completions (``sample_average``). ``old_logprobs`` (the policy that
+    generated) and ``ref_logprobs`` are constants. ``stats``: ``clip_fraction`` (tokens whose
     ratio was clipped) and ``kl`` (mean k3 per token).
     """
     logprobs, old_logprobs, ref_logprobs = _check_tokens(mask, advantages, logprobs=logprobs, old_logprobs=old_logprobs,
@@ -199,41 +231,38 @@ def grpo_loss(
     surrogate = torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
     kl = k3_kl(logprobs, ref_logprobs.detach())
     per_token = -(surrogate - kl_coef * kl)
-    per_sequence = (per_token * mask).sum(1) / mask.sum(1).clamp_min(1)
     with torch.no_grad():
         clipped = ((ratio - ratio.clamp(1 - clip_eps, 1 + clip_eps)).abs() > 0).to(mask.dtype)
-        stats = {"clip_fraction": float((clipped * mask).sum() / mask.sum().clamp_min(1)),
-                 "kl": float((kl * mask).sum() / mask.sum().clamp_min(1))}
-    return per_sequence.mean(), stats
+        stats = {"clip_fraction": float(token_average(clipped, mask)), "kl": float(token_average(kl, mask))}
+    return sample_average(per_token, mask), stats
 
 
 def scalerl_loss(
     logprobs: torch.Tensor, gen_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-    max_weight: float = 4.0,
+    group_size: int, max_weight: float = 4.0,
 ) -> tuple[torch.Tensor, dict]:
-    """The ScaleRL objective (Khatri et al. 2025; the truncated importance-sampling loss of CISPO),
-    to minimise; returns ``(loss, stats)``:
+    """The ScaleRL objective (Khatri et al. 2025, Sec. 4; the truncated importance-sampling loss of
+    CISPO), to minimise; returns ``(loss, stats)``. For each prompt, with its G = ``group_size``
+    completions in consecutive rows,
 
-        loss = -(1 / sum_i |y_i|) sum_i sum_t sg(min(rho_it, max_weight)) A_i log pi(y_it),
+        loss_x = -(1 / sum_g |y_g|) sum_i sum_t sg(min(rho_it, w_max)) A_i log pi(y_it),
 
-    rho_it = pi(y_it) / pi_gen(y_it), the trainer's over the generator's probability of the token.
-    The weight is a constant (stop-gradient), so every token's gradient is A_i grad log pi,
-    reweighted for the mismatch between the generator and the trainer and capped so that one
-    token cannot dominate; the sum over all tokens of the batch divided by their number weighs
-    every token equally, whatever the length of its completion. ``stats``: ``truncated_fraction``
-    (tokens whose weight was capped) and ``mean_weight``.
+    and the loss is the mean of loss_x over the prompts (``prompt_average``). rho_it =
+    pi(y_it) / pi_gen(y_it) is the trainer's over the generator's probability of the token and
+    w_max = ``max_weight``. The weight is a constant (stop-gradient), so every token's gradient
+    is A_i grad log pi, reweighted for the mismatch between the generator and the trainer and
+    capped so that one token cannot dominate. ``stats``: ``truncated_fraction`` (tokens whose
+    weight was capped) and ``mean_weight``, over all tokens of the batch.
     """
     logprobs, gen_logprobs = _check_tokens(mask, advantages, logprobs=logprobs, gen_logprobs=gen_logprobs)
     mask = mask.to(logprobs.dtype)
     rho = torch.exp(logprobs.detach() - gen_logprobs.detach())
     weight = rho.clamp_max(max_weight)
-    loss = -(weight * advantages.detach()[:, None] * logprobs * mask).sum() / mask.sum().clamp_min(1)
+    loss = -prompt_average(weight * advantages.detach()[:, None] * logprobs, mask, group_size)
     with torch.no_grad():
-        tokens = mask.sum().clamp_min(1)
-        stats = {"truncated_fraction": float(((rho > max_weight).to(mask.dtype) * mask).sum() / tokens),
-                 "mean_weight": float((weight * mask).sum() / tokens)}
+        stats = {"truncated_fraction": float(token_average((rho > max_weight).to(mask.dtype), mask)),
+                 "mean_weight": float(token_average(weight, mask))}
     return loss, stats
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,8 +322,8 @@ class RLConfig:
     temperature: float = 1.0  # of the generator
     objective: str = "scalerl"  # or "grpo"
     advantage_scale: str = "batch"  # "group" for GRPO's per-group standard deviation
-    max_weight: float = 4.0  # ScaleRL's truncation of the importance weight
-    clip_eps: float = 0.2  # GRPO's ratio clipping
+    max_weight: float = 4.0  # ScaleRL's truncation w_max of the importance weight
+    clip_eps: float = 0.2  # GRPO's clipping half-width c: the ratio is clipped to [1 - c, 1 + c]
     kl_coef: float = 0.0  # GRPO's k3 penalty (ScaleRL uses none)
     filter_zero_variance: bool = True
     pass_rate_threshold: float = 0.9
@@ -379,7 +408,7 @@ def train_rlvr(
     if loss_fn is None:
         if config.objective == "scalerl":
             def loss_fn(logprobs, gen, ref, adv, mask):
-                return scalerl_loss(logprobs, gen, adv, mask, config.max_weight)
+                return scalerl_loss(logprobs, gen, adv, mask, config.group_size, config.max_weight)
         else:
             def loss_fn(logprobs, gen, ref, adv, mask):
                 return grpo_loss(logprobs, gen, ref, adv, mask, config.clip_eps, config.kl_coef)

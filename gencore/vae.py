@@ -6,7 +6,8 @@
 3. training: ``train_step`` (one optimiser step) and ``train_vae`` (the loop), both taking the
    math as arguments so that a notebook can plug in its own functions.
 
-Shapes: ``x`` is (B, D) with D = 64 for the 8x8 digits; ``mu``, ``logvar``, ``z`` are (B, K).
+Shapes: ``x`` is (B, d) with d = 64 pixels for the 8x8 digits; ``mu``, ``logvar``, ``z`` are (B, d_z),
+d_z the latent dimension.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def bernoulli_nll(x: torch.Tensor, x_logits: torch.Tensor) -> torch.Tensor:
     """-log p(x | z) for a Bernoulli decoder with logits ``x_logits``, summed over pixels: (B,).
 
-    For grey levels in [0, 1] this is the binary cross-entropy, the usual continuous relaxation.
+    A log-likelihood for binary x in {0, 1}. On grey levels in [0, 1] the same binary cross-entropy
+    is a reconstruction loss but not a log-likelihood: lambda^x (1 - lambda)^(1 - x) integrates over
+    [0, 1] to (2 lambda - 1) / logit(lambda) <= 1/2 (Loaiza-Ganem & Cunningham 2019).
     """
     check_same_shape("x", x, "x_logits", x_logits)
     return F.binary_cross_entropy_with_logits(x_logits, x, reduction="none").sum(dim=-1)
@@ -108,7 +111,7 @@ def negative_elbo(
     """
     if x.dim() != 2 or mu.dim() != 2 or x.shape[0] != mu.shape[0]:
         raise ValueError(
-            f"expected x of shape (B, D) and mu of shape (B, K) with the same B, "
+            f"expected x of shape (B, d) and mu of shape (B, d_z) with the same B, "
             f"got {tuple(x.shape)} and {tuple(mu.shape)}"
         )
     return nll_fn(x, x_logits) + beta * kl_fn(mu, logvar)
@@ -122,7 +125,7 @@ def negative_elbo(
 @dataclass
 class VAEConfig:
     data_dim: int = 64  # pixels of an 8x8 digit
-    latent_dim: int = 8  # K; use 2 to look at the latent space directly
+    latent_dim: int = 8  # d_z; use 2 to look at the latent space directly
     hidden: int = 256  # width of the two hidden layers of encoder and decoder
     steps: int = 3000  # optimiser steps
     batch_size: int = 128
@@ -153,11 +156,11 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # float32 out, also under bf16 autocast: exp(logvar) and the KL need the precision
-        mu, logvar = at_least_float32(self.encoder(x)).chunk(2, dim=-1)  # (B, K), (B, K)
+        mu, logvar = at_least_float32(self.encoder(x)).chunk(2, dim=-1)  # (B, d_z), (B, d_z)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return at_least_float32(self.decoder(z))  # (B, D) logits, float32
+        return at_least_float32(self.decoder(z))  # (B, d) logits, float32
 
     def forward(self, x: torch.Tensor, reparam_fn: Callable = reparameterize):
         mu, logvar = self.encode(x)
@@ -166,7 +169,7 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images from the model: z ~ N(0, I), then the decoder's pixel means, (n, D)."""
+        """n images from the model: z ~ N(0, I), then the decoder's pixel means, (n, d)."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
         return torch.sigmoid(self.decode(z))
@@ -183,10 +186,10 @@ class Autoencoder(nn.Module):
         self.decoder = mlp([c.latent_dim, c.hidden, c.hidden, c.data_dim])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return at_least_float32(self.encoder(x))  # (B, K)
+        return at_least_float32(self.encoder(x))  # (B, d_z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return at_least_float32(self.decoder(z))  # (B, D) logits
+        return at_least_float32(self.decoder(z))  # (B, d) logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -194,17 +197,18 @@ class Autoencoder(nn.Module):
 
 @torch.no_grad()
 def importance_log_likelihood(model: VAE, x: torch.Tensor, k: int = 256, chunk: int = 64) -> torch.Tensor:
-    """log p(x) estimated with k importance samples from q(z|x) (Burda et al. 2016), (B,).
+    """log p(x) estimated with k = K importance samples from q(z|x) (Burda et al. 2016), (B,).
 
-    log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) is a lower bound that tightens to log p(x) as k
-    grows; with k = 1 its expectation is the ELBO. Samples are drawn ``chunk`` at a time.
+    log (1/K) sum_i p(x|z_i) p(z_i) / q(z_i|x) is a lower bound in expectation that tightens to
+    log p(x) as K grows (their Theorem 1); with K = 1 its expectation is the ELBO. It is a
+    log-likelihood only for binary x (see ``bernoulli_nll``). Samples are drawn ``chunk`` at a time.
     """
-    mu, logvar = model.encode(x)  # (B, K)
+    mu, logvar = model.encode(x)  # (B, d_z)
     q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
     prior = torch.distributions.Normal(0.0, 1.0)
     log_weights = []
     for start in range(0, k, chunk):
-        z = q.sample((min(chunk, k - start),))  # (c, B, K)
+        z = q.sample((min(chunk, k - start),))  # (c, B, d_z)
         log_px_z = -bernoulli_nll(x.expand(len(z), *x.shape), model.decode(z))  # (c, B)
         log_weights.append(log_px_z + prior.log_prob(z).sum(-1) - q.log_prob(z).sum(-1))
     return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)

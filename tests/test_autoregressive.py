@@ -162,6 +162,21 @@ def test_sampling_follows_the_model_conditionals():
     assert (freq - expected).abs().max() < 5 * math.sqrt(0.25 / 20000)
 
 
+def test_sampling_follows_the_joint_law_of_dependent_pixels():
+    # strong hand-set dependencies: the frequency of each of the 16 images against its enumerated p(x)
+    model = ar.FullyVisibleLogistic(2)
+    with torch.no_grad():
+        model.weight.copy_(3 * torch.randn(4, 4, generator=torch.Generator().manual_seed(0)))
+        model.bias.copy_(torch.randn(4, generator=torch.Generator().manual_seed(1)))
+        images = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4))).view(16, 1, 2, 2)
+        p = torch.exp(-ar.negative_log_likelihood(model(images), images)).double()
+    n = 40_000
+    draws, _ = ar.sample(model, n, generator=torch.Generator().manual_seed(2), progress=False)
+    index = (draws.flatten(1) * torch.tensor([8.0, 4.0, 2.0, 1.0])).sum(1).long()
+    frequency = torch.bincount(index, minlength=16).double() / n
+    assert ((frequency - p).abs() < 4 * (p * (1 - p) / n).sqrt()).all()
+
+
 def test_baseline_logits_are_smoothed_pixel_frequencies():
     x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]).view(3, 1, 1, 2)
     p = torch.sigmoid(ar.independent_bernoulli_logits(x)).flatten()

@@ -44,10 +44,18 @@ def test_config_for_scale_grows_with_scale():
     assert vae.VAEConfig.for_scale("small", latent_dim=2, beta=4.0).latent_dim == 2
 
 
-def test_get_device_prefers_cuda():
-    expected = "cuda" if torch.cuda.is_available() else None
-    got = device.get_device().type
-    assert got == expected or (expected is None and got in ("mps", "cpu"))
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu"), (False, None, "cpu")],
+)
+def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    # the machine's own hardware does not matter: each backend's answer is set here (None: no MPS module)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    if mps is None:
+        monkeypatch.delattr(torch.backends, "mps")
+    else:
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert device.get_device() == torch.device(expected)
 
 
 def test_seed_everything_repeats():
@@ -114,6 +122,15 @@ def test_digits_scaled_and_split():
     assert sorted(torch.unique(all_.y).tolist()) == list(range(10))
     with pytest.raises(ValueError):
         data.load_digits("validation")
+
+
+def test_digits_have_17_grey_levels():
+    from sklearn.datasets import load_digits as sklearn_load_digits
+
+    raw = sklearn_load_digits().data  # the integers 0..16 as scikit-learn ships them
+    assert np.array_equal(np.unique(raw), np.arange(17))
+    levels = torch.unique(data.load_digits(device="cpu").x)
+    assert torch.equal(levels, torch.arange(17, dtype=torch.float32) / 16)
 
 
 # ------------------------------------------------------------------ training

@@ -185,6 +185,20 @@ def test_ddim_timesteps():
     assert len(times) == 50 and times[0] == 999 and times[-1] == 0
     assert all(a > b for a, b in zip(times, times[1:]))
     assert d.ddim_timesteps(1000, 1000) == list(range(999, -1, -1))
+    assert d.ddim_timesteps(1000, 1) == [999] and d.ddim_timesteps(1000, 2) == [999, 0]
+
+
+def test_one_step_ddim_jumps_from_pure_noise_to_the_posterior_mean():
+    """One DDIM step from x_T with the exact predictor of Gaussian data returns E[x_0 | x_T], computed
+    here by Gaussian conditioning on x_0 (not through the noise): m + sqrt(abar) Sigma C^{-1} (x_T - sqrt(abar) m)."""
+    schedule = schedule64()
+    x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(4), **F64)  # noqa: N806
+    one_step = d.ddim_sample(d.gaussian_eps_model(MEAN, COV, schedule.alpha_bar), (6, 2), schedule, 1,
+                             x_T=x_T, dtype=torch.float64, progress=False)
+    a = schedule.alpha_bar[-1]
+    C = a * COV + (1 - a) * torch.eye(2, **F64)  # noqa: N806 (covariance of x_T)
+    posterior_mean = MEAN + (x_T - a.sqrt() * MEAN) @ torch.linalg.solve(C, a.sqrt() * COV)  # C, COV symmetric
+    torch.testing.assert_close(one_step, posterior_mean)
 
 
 # ---------------------------------------------------------------------------- Gaussian data: exact predictor

@@ -4,6 +4,7 @@ with stated tolerances."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -213,6 +214,23 @@ def test_train_gan_uses_the_losses_it_is_given():
                             progress=False)
     assert calls == {"d": 6, "g": 3, "penalty": 6}
     assert history["step"] == [1, 2, 3] and history["eval_step"] == [2, 3] and len(history["mean"]) == 2
+
+
+def test_train_gan_gives_both_optimisers_adams_decay_rates(monkeypatch):
+    seen = []
+    adam = torch.optim.Adam
+
+    def recording_adam(params, **options):
+        seen.append(options["betas"])
+        return adam(params, **options)
+
+    monkeypatch.setattr(torch.optim, "Adam", recording_adam)
+    config = gan.GANConfig(hidden=8, steps=1, batch_size=16, adam_betas=(0.1, 0.7))
+    g, c = gan.make_gan(config, device="cpu")
+    gan.train_gan(g, c, eight_gaussians(100, device="cpu"), config=config, progress=False)
+    assert seen == [(0.1, 0.7), (0.1, 0.7)]
+    assert gan.GANConfig.wgan_gp().adam_betas == gan.GANConfig.digits().adam_betas == (0.0, 0.9)  # Gulrajani et al.
+    assert "betas" not in {f.name for f in dataclasses.fields(gan.GANConfig)}  # renamed: adam_betas
 
 
 @pytest.mark.parametrize("variant", gan.VARIANTS)

@@ -105,6 +105,13 @@ def test_digits_classifier_is_accurate_and_the_fid_ranks_sensibly():
     assert torch.allclose(metrics.digit_features(images), metrics.digit_features(train[:10]))
 
 
+def test_digits_fid_defaults_to_the_test_split():
+    train, test = data.load_digits("train", device="cpu").x, data.load_digits("test", device="cpu").x
+    assert len(test) == round(0.2 * 1797) == 359  # the docstring's "held-out test digits"
+    assert metrics.digits_fid(train[:500]) == metrics.digits_fid(train[:500], reference=test)
+    assert metrics.digits_fid(train[:500]) != metrics.digits_fid(train[:500], reference=train[500:1000])
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

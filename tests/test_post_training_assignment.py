@@ -71,7 +71,7 @@ def group_advantages(rewards, group_size):
     return ((groups - groups.mean(1, keepdim=True)) / (rewards.std(unbiased=False) + 1e-6)).flatten()
 ''', 2.0),  # right advantages; a batch the groups do not divide raises a RuntimeError, not ValueError
     "loss_mean_per_sequence": ("scalerl_loss", '''
-def scalerl_loss(logprobs, gen_logprobs, advantages, mask, max_weight=4.0):
+def scalerl_loss(logprobs, gen_logprobs, advantages, mask, group_size, max_weight=4.0):
     keep = mask.bool()
     logprobs = torch.where(keep, logprobs, torch.zeros_like(logprobs))
     gen_logprobs = torch.where(keep, gen_logprobs, torch.zeros_like(gen_logprobs))
@@ -79,34 +79,50 @@ def scalerl_loss(logprobs, gen_logprobs, advantages, mask, max_weight=4.0):
     per_token = weight * advantages[:, None] * logprobs * mask
     return -(per_token.sum(1) / mask.sum(1)).mean()
 ''', 0.0),
+    "loss_token_average": ("scalerl_loss", '''
+def scalerl_loss(logprobs, gen_logprobs, advantages, mask, group_size, max_weight=4.0):
+    keep = mask.bool()
+    logprobs = torch.where(keep, logprobs, torch.zeros_like(logprobs))
+    gen_logprobs = torch.where(keep, gen_logprobs, torch.zeros_like(gen_logprobs))
+    weight = torch.exp(logprobs - gen_logprobs).clamp(max=max_weight).detach()
+    return -(weight * advantages[:, None] * logprobs * mask).sum() / mask.sum()
+''', 0.0),  # one sum over all the batch's tokens / their number: right only if every prompt has as many tokens
     "loss_weight_not_detached": ("scalerl_loss", '''
-def scalerl_loss(logprobs, gen_logprobs, advantages, mask, max_weight=4.0):
+def scalerl_loss(logprobs, gen_logprobs, advantages, mask, group_size, max_weight=4.0):
     keep = mask.bool()
     logprobs = torch.where(keep, logprobs, torch.zeros_like(logprobs))
     gen_logprobs = torch.where(keep, gen_logprobs, torch.zeros_like(gen_logprobs))
     weight = torch.exp(logprobs - gen_logprobs).clamp(max=max_weight)
-    return -(weight * advantages[:, None] * logprobs * mask).sum() / mask.sum()
+    per_token = weight * advantages[:, None] * logprobs * mask
+    rows = group_size * mask.shape[1]
+    return -(per_token.reshape(-1, rows).sum(1) / mask.reshape(-1, rows).sum(1)).mean()
 ''', 0.0),
     "loss_sign_flipped": ("scalerl_loss", '''
-def scalerl_loss(logprobs, gen_logprobs, advantages, mask, max_weight=4.0):
+def scalerl_loss(logprobs, gen_logprobs, advantages, mask, group_size, max_weight=4.0):
     keep = mask.bool()
     logprobs = torch.where(keep, logprobs, torch.zeros_like(logprobs))
     gen_logprobs = torch.where(keep, gen_logprobs, torch.zeros_like(gen_logprobs))
     weight = torch.exp(logprobs - gen_logprobs).clamp(max=max_weight).detach()
-    return (weight * advantages[:, None] * logprobs * mask).sum() / mask.sum()
+    per_token = weight * advantages[:, None] * logprobs * mask
+    rows = group_size * mask.shape[1]
+    return (per_token.reshape(-1, rows).sum(1) / mask.reshape(-1, rows).sum(1)).mean()
 ''', 0.0),
     "loss_not_truncated": ("scalerl_loss", '''
-def scalerl_loss(logprobs, gen_logprobs, advantages, mask, max_weight=4.0):
+def scalerl_loss(logprobs, gen_logprobs, advantages, mask, group_size, max_weight=4.0):
     keep = mask.bool()
     logprobs = torch.where(keep, logprobs, torch.zeros_like(logprobs))
     gen_logprobs = torch.where(keep, gen_logprobs, torch.zeros_like(gen_logprobs))
     weight = torch.exp(logprobs - gen_logprobs).detach()
-    return -(weight * advantages[:, None] * logprobs * mask).sum() / mask.sum()
+    per_token = weight * advantages[:, None] * logprobs * mask
+    rows = group_size * mask.shape[1]
+    return -(per_token.reshape(-1, rows).sum(1) / mask.reshape(-1, rows).sum(1)).mean()
 ''', 1.0),  # no ratio above the truncation in the visible test
     "loss_masks_by_multiplying": ("scalerl_loss", '''
-def scalerl_loss(logprobs, gen_logprobs, advantages, mask, max_weight=4.0):
+def scalerl_loss(logprobs, gen_logprobs, advantages, mask, group_size, max_weight=4.0):
     weight = torch.exp(logprobs - gen_logprobs).clamp(max=max_weight).detach()
-    return -(weight * advantages[:, None] * logprobs * mask).sum() / mask.sum()
+    per_token = weight * advantages[:, None] * logprobs * mask
+    rows = group_size * mask.shape[1]
+    return -(per_token.reshape(-1, rows).sum(1) / mask.reshape(-1, rows).sum(1)).mean()
 ''', 1.0),  # -inf * 0 = nan on the padding of the hidden test
     "dpo_beta_outside_the_log_ratio": ("dpo_loss", '''
 def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):

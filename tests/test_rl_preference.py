@@ -75,6 +75,10 @@ def test_group_advantages_against_a_loop_over_groups():
     batch = rl.group_advantages(rewards, 4, scale="batch")
     centred = np.concatenate([g - g.mean() for g in rewards.numpy().reshape(3, 4)])
     assert np.allclose(batch.numpy(), centred / (rewards.numpy().std() + 1e-6), atol=1e-6)
+    # the baseline is the mean of the whole group, the completion itself included: (G - 1) / G times
+    # the leave-one-out (RLOO) difference r_i - mean of the other G - 1
+    loo = np.array([r - np.delete(g, i).mean() for g in rewards.numpy().reshape(3, 4) for i, r in enumerate(g)])
+    assert np.allclose(rl.group_advantages(rewards, 4, scale="none").numpy(), 3 / 4 * loo, atol=1e-6)
 
 
 def test_informative_groups_and_pass_rate_filter():
@@ -103,31 +107,46 @@ def _token_batch(seed=0):
     return logprobs, gen, ref, mask, advantages
 
 
-def test_scalerl_loss_matches_a_loop_and_its_gradient_is_the_weighted_score():
+def test_scalerl_loss_matches_a_loop_over_prompts_and_its_gradient_is_the_weighted_score():
+    # three prompts of two completions each; their token counts 8, 5 and 7 differ, so the prompt
+    # average (ScaleRL) differs from the token average and from the per-completion mean
     logprobs, gen, _, mask, adv = _token_batch()
-    loss, stats = rl.scalerl_loss(logprobs, gen, adv, mask, max_weight=1.2)
-    total, tokens, truncated = 0.0, 0, 0
-    for i in range(6):
-        for t in range(int(mask[i].sum())):
-            rho = math.exp(logprobs[i, t].item() - gen[i, t].item())
-            truncated += rho > 1.2
-            total += min(rho, 1.2) * adv[i].item() * logprobs[i, t].item()
-            tokens += 1
-    assert loss.item() == pytest.approx(-total / tokens, rel=1e-6)
-    assert stats["truncated_fraction"] == pytest.approx(truncated / tokens)
-    # the weight is a constant: d loss / d log pi(y_it) = -min(rho, eps) A_i / (number of tokens)
+    loss, stats = rl.scalerl_loss(logprobs, gen, adv, mask, 2, max_weight=1.2)
+    per_prompt, truncated, all_tokens = [], 0, 0
+    for prompt in range(3):
+        total, tokens = 0.0, 0
+        for i in (2 * prompt, 2 * prompt + 1):
+            for t in range(int(mask[i].sum())):
+                rho = math.exp(logprobs[i, t].item() - gen[i, t].item())
+                truncated += rho > 1.2
+                total += min(rho, 1.2) * adv[i].item() * logprobs[i, t].item()
+                tokens += 1
+        per_prompt.append(-total / tokens)
+        all_tokens += tokens
+    assert loss.item() == pytest.approx(sum(per_prompt) / 3, rel=1e-6)
+    assert stats["truncated_fraction"] == pytest.approx(truncated / all_tokens)
+    # the weight is a constant: d loss / d log pi(y_it) = -min(rho, w_max) A_i / (P sum_g |y_g| of i's prompt)
     (grad,) = torch.autograd.grad(loss, logprobs)
     rho = torch.exp(logprobs.detach() - gen).clamp_max(1.2)
-    assert torch.allclose(grad, -rho * adv[:, None] * mask / mask.sum(), atol=1e-7)
+    prompt_tokens = mask.view(3, -1).sum(1).repeat_interleave(2)[:, None]  # (6, 1)
+    assert torch.allclose(grad, -rho * adv[:, None] * mask / (3 * prompt_tokens), atol=1e-7)
+    # the other aggregations give other numbers on this batch
+    terms = rho * adv[:, None] * logprobs.detach()
+    assert abs(loss.item() + rl.token_average(terms, mask).item()) > 1e-3
+    assert abs(loss.item() + rl.sample_average(terms, mask).item()) > 1e-3
 
 
-def test_scalerl_token_sum_weighs_every_token_equally_unlike_a_per_sequence_mean():
-    # one long and one short completion, same advantage: each token gets the same gradient
-    logprobs = torch.zeros(2, 4, requires_grad=True)
-    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
-    loss, _ = rl.scalerl_loss(logprobs, torch.zeros(2, 4), torch.ones(2), mask)
-    (grad,) = torch.autograd.grad(loss, logprobs)
-    assert torch.allclose(grad[mask.bool()], torch.full((5,), -0.2))
+def test_prompt_average_weighs_prompts_equally_and_tokens_equally_within_a_prompt():
+    # prompt 0: completions of 4 and 1 tokens; prompt 1: completions of 1 and 1 token
+    per_token = torch.zeros(4, 4, requires_grad=True)
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]])
+    (grad,) = torch.autograd.grad(rl.prompt_average(per_token, mask, 2), per_token)
+    assert torch.allclose(grad[:2][mask[:2].bool()], torch.full((5,), 1 / (2 * 5)))  # 1 / (P sum_g |y_g|)
+    assert torch.allclose(grad[2:][mask[2:].bool()], torch.full((2,), 1 / (2 * 2)))
+    (token_grad,) = torch.autograd.grad(rl.token_average(per_token, mask), per_token)
+    assert torch.allclose(token_grad[mask.bool()], torch.full((7,), 1 / 7))  # every token of the batch alike
+    with pytest.raises(ValueError, match="does not divide"):
+        rl.prompt_average(per_token, mask, 3)
 
 
 def test_grpo_loss_matches_a_loop():
@@ -207,7 +226,7 @@ def test_dpo_hand_derived_gradient_matches_autograd():
         (lambda: rl.kl_regularized_optimum(torch.tensor([1.5, -0.5]), torch.zeros(2), 1.0), "negative"),
         (lambda: rl.group_advantages(torch.zeros(10), 3), "does not divide"),
         (lambda: rl.group_advantages(torch.zeros(9), 3, scale="prompt"), "scale"),
-        (lambda: rl.scalerl_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2), torch.ones(2, 3)), "shape of mask"),
+        (lambda: rl.scalerl_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2), torch.ones(2, 3), 1), "shape of mask"),
         (lambda: preference.dpo_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(4), 0.1), "one shape"),
         (lambda: preference.dpo_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(3), -1.0), "beta"),
     ],

@@ -88,6 +88,23 @@ def test_bernoulli_nll_matches_torch_distributions(generator):
     torch.testing.assert_close(vae.bernoulli_nll(x, logits), -Bernoulli(logits=logits).log_prob(x).sum(-1))
 
 
+def test_bernoulli_nll_is_normalised_on_binary_images_but_not_on_grey_levels(generator):
+    # brute force over all 2^6 binary images of 6 pixels: the probabilities sum to 1
+    d = 6
+    images = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=torch.float64)] * d)  # (64, d)
+    logits = 3 * torch.randn(1, d, generator=generator, dtype=torch.float64)
+    total = torch.exp(-vae.bernoulli_nll(images, logits.expand_as(images))).sum()
+    assert total.item() == pytest.approx(1.0, abs=1e-12)
+    # one pixel, grey levels: the trapezoidal integral over [0, 1] is (2 lambda - 1) / logit <= 1/2
+    x = torch.linspace(0, 1, 20001, dtype=torch.float64)[:, None]  # (G, 1)
+    for logit in (-3.0, 0.7, 5.0):
+        density = torch.exp(-vae.bernoulli_nll(x, torch.full_like(x, logit)))
+        integral = torch.trapezoid(density, x[:, 0]).item()
+        lam = 1 / (1 + math.exp(-logit))
+        assert integral == pytest.approx((2 * lam - 1) / logit, abs=1e-8)
+        assert integral <= 0.5
+
+
 def test_gaussian_nll_matches_torch_distributions(generator):
     x, mean = torch.rand(5, 64, generator=generator), torch.rand(5, 64, generator=generator)
     expected = -Normal(mean, 0.2).log_prob(x).sum(-1)

@@ -65,14 +65,18 @@ def advantages(rewards: np.ndarray, group_size: int) -> np.ndarray:
     return out
 
 
-def scalerl(logprobs, gen, adv, mask, max_weight) -> tuple[float, np.ndarray]:
-    """The loss and d loss / d logprobs, token by token over the completion tokens only."""
-    n_tokens = mask.sum()
+def scalerl(logprobs, gen, adv, mask, group_size, max_weight) -> tuple[float, np.ndarray]:
+    """The loss and d loss / d logprobs, token by token over the completion tokens only: each
+    prompt's terms over its own token count (rows i // group_size share a prompt), then the mean
+    over prompts (Khatri et al. 2025, Sec. 4)."""
+    n_prompts = len(mask) // group_size
+    prompt_tokens = [mask[k * group_size : (k + 1) * group_size].sum() for k in range(n_prompts)]
     loss, grad = 0.0, np.zeros_like(logprobs)
     for i, t in zip(*np.nonzero(mask)):
         weight = min(np.exp(logprobs[i, t] - gen[i, t]), max_weight)
-        loss -= weight * adv[i] * logprobs[i, t] / n_tokens
-        grad[i, t] = -weight * adv[i] / n_tokens
+        scale = n_prompts * prompt_tokens[i // group_size]
+        loss -= weight * adv[i] * logprobs[i, t] / scale
+        grad[i, t] = -weight * adv[i] / scale
     return loss, grad
 
 
@@ -135,26 +139,27 @@ def advantages_hidden(d: dict) -> None:
 
 
 def _scalerl_verdict(got: dict, x: dict, max_weight: float, what: str) -> None:
-    loss, grad = scalerl(x["logprobs"], x["gen_logprobs"], x["advantages"], x["mask"], max_weight)
+    loss, grad = scalerl(x["logprobs"], x["gen_logprobs"], x["advantages"], x["mask"], x["group_size"], max_weight)
     value = array(got["loss"], "scalerl_loss")
     require(value.size == 1, f"scalerl_loss should return a single number (a 0-d tensor), got shape {value.shape}")
     require(np.isfinite(value).all(), f"{what}: the loss is {value.item()} (padding positions must not enter the sum)")
     require(abs(value.item() - loss) < 1e-4 * max(1.0, abs(loss)),
-            f"{what}: the loss should be {loss:.5f} (sum over all completion tokens / their number), got {value.item():.5f}")
-    close(got["grad"], grad, f"{what}: d loss / d logprobs (the weight is a constant: sg(min(rho, max_weight)))", atol=1e-5)
+            f"{what}: the loss should be {loss:.5f} (each prompt's sum over its tokens / their number, then the mean "
+            f"over prompts), got {value.item():.5f}")
+    close(got["grad"], grad, f"{what}: d loss / d logprobs (-weight A / (P #tokens of the prompt); the weight is a "
+          "constant: sg(min(rho, max_weight)))", atol=1e-5)
 
 
 def scalerl_visible(d: dict) -> None:
-    x = {"logprobs": np.array([[-0.5, -1.0, 0.0], [-2.0, 0.0, 0.0]]), "gen_logprobs": np.array([[-0.5, -1.2, 0.0], [-0.5, 0.0, 0.0]]),
-         "advantages": np.array([1.0, -2.0]), "mask": np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])}
-    _scalerl_verdict(d, x, 4.0, "two completions of 2 and 1 tokens")
+    x = {k: np_(v) if isinstance(v, torch.Tensor) else v for k, v in probes.scalerl_visible_inputs().items()}
+    _scalerl_verdict(d, x, 4.0, "two prompts of two completions, with 2 + 1 and 3 + 2 tokens")
 
 
 def scalerl_hidden(d: dict) -> None:
     x = {k: np_(v) if isinstance(v, torch.Tensor) else v for k, v in probes.scalerl_inputs().items()}
     for w in x["max_weights"]:
-        _scalerl_verdict(d[f"max_weight_{w:g}"], x, w, f"10 completions of 1 to 7 tokens, ratios up to 12, -inf padding, "
-                         f"max_weight = {w:g}")
+        _scalerl_verdict(d[f"max_weight_{w:g}"], x, w, f"5 prompts of 2 completions of 1 to 7 tokens (4 to 10 tokens "
+                         f"per prompt), ratios up to 12, -inf padding, max_weight = {w:g}")
 
 
 # -- parts 4 and 5 ---------------------------------------------------------------------------------
@@ -229,12 +234,12 @@ UNIT = Unit(
                   "binary rewards in groups of 8, rewards near 100 in groups of 6, a single group, groups of one, "
                   "a batch where all fail"),
         ), forbidden=("gencore.rl.group_advantages",)),
-        Piece("scalerl_loss", "The ScaleRL token-level loss", "grpo-and-the-scalerl-objective-piece-by-piece", (
+        Piece("scalerl_loss", "The ScaleRL loss, averaged per prompt", "grpo-and-the-scalerl-objective-piece-by-piece", (
             Check("test_scalerl_loss_visible", 1, True, scalerl_visible,
-                  "two completions of different lengths: the loss and its gradient"),
+                  "two prompts of two completions, with different token counts: the loss and its gradient"),
             Check("test_scalerl_loss_hidden", 2, False, scalerl_hidden,
-                  "ten completions of 1 to 7 tokens with importance ratios above the truncation and -inf padding, at "
-                  "two truncation levels: the loss and its gradient"),
+                  "five prompts of two completions of 1 to 7 tokens, with importance ratios above the truncation and "
+                  "-inf padding, at two truncation levels: the loss and its gradient"),
         ), forbidden=("gencore.rl.scalerl_loss", "gencore.rl.grpo_loss")),
         Piece("dpo_loss", "The DPO loss", "book/dpo.html#from-the-kl-regularised-optimum-to-dpo", (
             Check("test_dpo_loss_visible", 1, True, dpo_visible, "two pairs at beta = 0.5"),

@@ -63,8 +63,16 @@ def scalerl_inputs() -> dict:
     logprobs = gen + torch.empty(n, t).uniform_(-2.3, 2.5, generator=g)
     logprobs = torch.where(mask.bool(), logprobs, torch.tensor(float("-inf")))  # padding holds -inf
     gen = torch.where(mask.bool(), gen, torch.tensor(float("-inf")))
-    return {"logprobs": logprobs, "gen_logprobs": gen, "mask": mask,
+    return {"logprobs": logprobs, "gen_logprobs": gen, "mask": mask, "group_size": 2,  # 8, 8, 9, 10, 4 tokens per prompt
             "advantages": torch.randn(n, generator=g), "max_weights": (4.0, 2.0)}
+
+
+def scalerl_visible_inputs() -> dict:
+    """The visible test cell's batch: two prompts of two completions, with 2 + 1 and 3 + 2 tokens."""
+    return {"logprobs": torch.tensor([[-0.5, -1.0, 0.0], [-2.0, 0.0, 0.0], [-0.3, -0.6, -0.9], [-1.0, -0.2, 0.0]]),
+            "gen_logprobs": torch.tensor([[-0.5, -1.2, 0.0], [-0.5, 0.0, 0.0], [-0.3, -0.6, -0.9], [-1.0, -0.2, 0.0]]),
+            "mask": torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]),
+            "advantages": torch.tensor([1.0, -2.0, 0.5, -0.5]), "group_size": 2}
 
 
 def dpo_inputs() -> dict:
@@ -128,14 +136,14 @@ def _loss_and_grad(f, logprobs, gen, adv, mask, *args):
 
 def test_scalerl_loss_visible(student, ref):
     f = student["scalerl_loss"]
-    return _loss_and_grad(f, torch.tensor([[-0.5, -1.0, 0.0], [-2.0, 0.0, 0.0]]), torch.tensor([[-0.5, -1.2, 0.0], [-0.5, 0.0, 0.0]]),
-                          torch.tensor([1.0, -2.0]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+    x = scalerl_visible_inputs()
+    return _loss_and_grad(f, x["logprobs"], x["gen_logprobs"], x["advantages"], x["mask"], x["group_size"])
 
 
 def test_scalerl_loss_hidden(student, ref):
     f = student["scalerl_loss"]
     x = scalerl_inputs()
-    return {f"max_weight_{w:g}": _loss_and_grad(f, x["logprobs"], x["gen_logprobs"], x["advantages"], x["mask"], w)
+    return {f"max_weight_{w:g}": _loss_and_grad(f, x["logprobs"], x["gen_logprobs"], x["advantages"], x["mask"], x["group_size"], w)
             for w in x["max_weights"]}
 
 
