@@ -294,7 +294,8 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:  # noqa: N803
         raise ValueError(f"steps must be an int in [1, {T}], got {steps!r}")
     if steps == 1:
         return [T - 1]
-    return sorted({round(i * (T - 1) / (steps - 1)) for i in range(steps)}, reverse=True)  # spacing >= 1: distinct
+    # the spacing (T - 1) / (steps - 1) is at least 1, so the rounded indices are distinct
+    return sorted({round(i * (T - 1) / (steps - 1)) for i in range(steps)}, reverse=True)
 
 
 @torch.no_grad()

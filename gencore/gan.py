@@ -80,7 +80,8 @@ def wasserstein1_1d(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     In one dimension, for a cost that is a convex function of x - y such as |x - y|, the
     monotone rearrangement (matching the samples in sorted order) is an optimal plan, so
     W1 = (1/n) sum_i |x_(i) - y_(i)| with x_(i) the i-th smallest (Villani 2003, Sec. 2.2;
-    Peyre & Cuturi 2019, Sec. 2.6). For a concave cost such as sqrt|x - y| it need not be.
+    Peyre & Cuturi 2019, Sec. 2.6). For a cost concave in |x - y|, such as sqrt|x - y| (a concave
+    function of the distance, not a convex function of x - y), it need not be.
     """
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() != 1:
@@ -192,8 +193,10 @@ class GANConfig:
 
     @classmethod
     def wgan_gp(cls, scale: str | None = None, **overrides) -> GANConfig:
-        """WGAN-GP on a 2-D toy: the toy budget of ``for_scale`` plus a gradient penalty of weight 1
-        (on the toys a weight of 10, the paper's choice for images, made our short runs fail)."""
+        """WGAN-GP on a 2-D toy: the toy budget of ``for_scale`` plus a gradient penalty of weight 1.
+
+        A weight of 10 is the paper's choice for images (Gulrajani et al. 2017); on our 2-D toy,
+        with its short budget, we use 1."""
         return cls.for_scale(scale, **{"gp_weight": 1.0, **overrides})
 
     @classmethod

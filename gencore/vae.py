@@ -199,9 +199,10 @@ class Autoencoder(nn.Module):
 def importance_log_likelihood(model: VAE, x: torch.Tensor, k: int = 256, chunk: int = 64) -> torch.Tensor:
     """log p(x) estimated with k = K importance samples from q(z|x) (Burda et al. 2016), (B,).
 
-    log (1/K) sum_i p(x|z_i) p(z_i) / q(z_i|x) is a lower bound in expectation that tightens to
-    log p(x) as K grows (their Theorem 1); with K = 1 its expectation is the ELBO. It is a
-    log-likelihood only for binary x (see ``bernoulli_nll``). Samples are drawn ``chunk`` at a time.
+    log (1/K) sum_i p(x|z_i) p(z_i) / q(z_i|x) is a lower bound in expectation that never
+    decreases as K grows and, when the weights p(x, z) / q(z|x) are bounded, tends to log p(x)
+    (their Theorem 1); with K = 1 its expectation is the ELBO. It is a log-likelihood only for
+    binary x (see ``bernoulli_nll``). Samples are drawn ``chunk`` at a time.
     """
     mu, logvar = model.encode(x)  # (B, d_z)
     q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
