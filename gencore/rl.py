@@ -217,8 +217,8 @@ def grpo_loss(
 ) -> tuple[torch.Tensor, dict]:
     """The GRPO loss (Shao et al. 2024, Eq. 3), to minimise; returns ``(loss, stats)``.
 
-    Per token, with rho = pi / pi_old and the clipping half-width c = ``clip_eps``:
-    -[min(rho A, clip(rho, 1 - c, 1 + c) A) - kl_coef k3], averaged over each completion's
+    Per token, with rho = pi / pi_old and the clipping half-width delta = ``clip_eps``:
+    -[min(rho A, clip(rho, 1 - delta, 1 + delta) A) - kl_coef k3], averaged over each completion's
     tokens, then over completions (``sample_average``). ``old_logprobs`` (the policy that
     generated) and ``ref_logprobs`` are constants. ``stats``: ``clip_fraction`` (tokens whose
     ratio was clipped) and ``kl`` (mean k3 per token).
@@ -323,7 +323,7 @@ class RLConfig:
     objective: str = "scalerl"  # or "grpo"
     advantage_scale: str = "batch"  # "group" for GRPO's per-group standard deviation
     max_weight: float = 4.0  # ScaleRL's truncation w_max of the importance weight
-    clip_eps: float = 0.2  # GRPO's clipping half-width c: the ratio is clipped to [1 - c, 1 + c]
+    clip_eps: float = 0.2  # GRPO's clipping half-width delta: the ratio is clipped to [1 - delta, 1 + delta]
     kl_coef: float = 0.0  # GRPO's k3 penalty (ScaleRL uses none)
     filter_zero_variance: bool = True
     pass_rate_threshold: float = 0.9
