@@ -206,11 +206,11 @@ def gp_visible(d: dict) -> None:
 
 
 def gp_hidden(d: dict) -> None:
-    se = math.sqrt(16 * (1 / 5 - 1 / 9) / probes.GP_N)  # standard error of the mean of (2 eps)^2, eps ~ U[0, 1]
+    se = math.sqrt(16 * (1 / 5 - 1 / 9) / probes.GP_N)  # standard error of the mean of (2 u)^2, u ~ U[0, 1]
     penalty = scalar(d["penalty"], "gradient_penalty(...)")
     require(abs(penalty - 4 / 3) < 5 * se,
-            f"for f(x) = |x|^2 / 2 between points of norm 3 (real) and 1 (fake) the penalty is E[(2 eps)^2] = 4/3 with eps ~ U[0, 1] "
-            f"per example; got {penalty:.4f} (interpolates x_hat = eps real + (1 - eps) fake, norm of the gradient, minus 1, squared)")
+            f"for f(x) = |x|^2 / 2 between points of norm 3 (real) and 1 (fake) the penalty is E[(2 u)^2] = 4/3 with u ~ U[0, 1] "
+            f"per example; got {penalty:.4f} (interpolates x_hat = u real + (1 - u) fake, norm of the gradient, minus 1, squared)")
     grad = d["grad_a"]
     require(grad is not None and abs(tensor(grad, "gradient").item() - 14 / 3) < 0.05,
             "the derivative of the penalty with respect to the critic's parameter differs from its expectation 14/3")
