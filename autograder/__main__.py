@@ -8,7 +8,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from autograder.release import ROOT, assignments, release
+from autograder import ROOT
+from autograder.release import assignments, release
 from autograder.sandbox import Limits
 
 

@@ -21,7 +21,7 @@ def check(assignment: str, notebook: Path, sandbox: bool = True, limits: Limits 
         print(f"note: {problem}; running without a sandbox")
         sandbox = False
     grader = Grader(unit, limits or Limits(), sandbox, visible_only=True)
-    slot = Slot(0, unit.probes, grader.limits, sandbox, grader.scale)
+    slot = Slot(0, unit.probes, unit.library, grader.limits, sandbox, grader.scale)
     try:
         record = grader.grade_one(slot, Job(notebook.stem, notebook))
     finally:

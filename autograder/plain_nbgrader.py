@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.release import ROOT
+from autograder import ROOT
 
 
 def fill_answers(notebook: nbformat.NotebookNode, answers: Mapping[str, str]) -> nbformat.NotebookNode:

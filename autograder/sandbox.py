@@ -2,7 +2,7 @@
 
 ``bwrap`` (bubblewrap) builds the sandbox: new PID, network (loopback only), IPC, UTS and mount
 namespaces; a root of its own with read-only binds of the system, the Python environment,
-``gencore/`` and the two files the worker needs (``worker.py``, the unit's probes); a private
+``gencore/`` and the three files the worker needs (``worker.py``, ``wire.py``, the unit's probes); a private
 size-limited tmpfs for ``/tmp``; nothing else of the repository (no ``solutions/``, no grader
 checks), no submissions, no gradebook, no output folder. The worker there forks one child per
 piece (see ``worker.py``); when the grader runs as root the child also becomes an unprivileged
@@ -21,9 +21,11 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from autograder.release import ROOT
+from autograder import ROOT
+from autograder.wire import frame
 
 WORKER = Path(__file__).with_name("worker.py")
+WIRE = Path(__file__).with_name("wire.py")
 
 
 @dataclass
@@ -67,7 +69,7 @@ def _system_binds() -> list[str]:
     return args
 
 
-def bwrap_command(probes: Path, limits: Limits, environment: dict[str, str]) -> list[str]:
+def bwrap_command(probes: Path, library: str, limits: Limits, environment: dict[str, str]) -> list[str]:
     python_homes = {str(Path(sys.prefix).resolve()), str(Path(sys.base_prefix).resolve()), str(Path(sys.executable).resolve().parents[1])}
     # /tmp first: binds below it (a virtual environment in /tmp) must land on top of it
     args = ["bwrap", "--size", str(limits.scratch_mb * 2**20), "--tmpfs", "/tmp", *_system_binds()]
@@ -82,6 +84,7 @@ def bwrap_command(probes: Path, limits: Limits, environment: dict[str, str]) -> 
     args += [
         "--ro-bind", str(ROOT / "gencore"), str(ROOT / "gencore"),  # editable install: same path
         "--ro-bind", str(WORKER), "/grader/worker.py",
+        "--ro-bind", str(WIRE), "/grader/wire.py",
         "--ro-bind", str(probes), "/grader/probes.py",
         "--proc", "/proc", "--dev", "/dev",
         "--die-with-parent", "--new-session", "--chdir", "/tmp", "--clearenv",
@@ -97,19 +100,19 @@ def bwrap_command(probes: Path, limits: Limits, environment: dict[str, str]) -> 
         # kept by the template only; the child's setuid to an unprivileged user drops them all
         for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER"):
             args += ["--cap-add", cap]
-    return [*args, sys.executable, "-I", "-B", "/grader/worker.py", "/grader/probes.py"]
+    return [*args, sys.executable, "-I", "-B", "/grader/worker.py", "/grader/probes.py", library]
 
 
 def _write_frame(stream, payload: bytes) -> None:
-    stream.write(struct.pack(">I", len(payload)) + payload)
+    stream.write(frame(payload))
     stream.flush()
 
 
 class Slot:
     """One warm worker (in its sandbox, or a plain subprocess with ``sandbox=False``)."""
 
-    def __init__(self, index: int, probes: Path, limits: Limits, sandbox: bool, scale: str):
-        self.index, self.probes, self.limits, self.sandbox = index, probes, limits, sandbox
+    def __init__(self, index: int, probes: Path, library: str, limits: Limits, sandbox: bool, scale: str):
+        self.index, self.probes, self.library, self.limits, self.sandbox = index, probes, library, limits, sandbox
         self.environment = {
             "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "MPLBACKEND": "Agg", "GENCORE_SCALE": scale,
             "GENCORE_PROGRESS": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
@@ -120,10 +123,10 @@ class Slot:
 
     def start(self) -> None:
         if self.sandbox:
-            command = bwrap_command(self.probes, self.limits, self.environment)
+            command = bwrap_command(self.probes, self.library, self.limits, self.environment)
             env = None
         else:
-            command = [sys.executable, "-I", "-B", str(WORKER), str(self.probes)]
+            command = [sys.executable, "-I", "-B", str(WORKER), str(self.probes), self.library]
             env = {**self.environment, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
             env.pop("HOME")
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)

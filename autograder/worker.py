@@ -1,9 +1,10 @@
 """The sandbox side of grading: a warm template process that forks one child per graded piece.
 
 This file runs *inside* the sandbox and imports nothing from the ``autograder`` package (the
-grader's checks, the solutions and the gradebook are not visible in there). It is started
-once per grading slot as ``python -I -B worker.py PROBES.py``, imports torch, gencore and the
-unit's probes (the slow part, paid once), and then serves requests on stdin/stdout:
+grader's checks, the solutions and the gradebook are not visible in there); the plain-data
+wire encoding (``wire.py``, the grader decodes with the same file) is loaded by path. It is started
+once per grading slot as ``python -I -B worker.py PROBES.py LIBRARY``, imports torch, gencore,
+the unit's probes and its reference module (the slow part, paid once), and then serves requests on stdin/stdout:
 
     grader -> template : one frame, a JSON request (the student's statements, one piece)
     template -> grader : one frame, a JSON header (exit status, timed out, seconds) and one
@@ -19,8 +20,8 @@ outside.
 
 from __future__ import annotations
 
-import base64
 import importlib
+import importlib.util
 import json
 import os
 import random
@@ -38,21 +39,25 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-torch.set_num_threads(1)  # one grading slot per core; also keeps the OpenMP pool fork-safe
-
 import gencore  # noqa: E402
 import matplotlib.pyplot  # noqa: E402,F401  (the notebooks' setup cell imports it)
 import torch.nn.functional  # noqa: E402,F401
 from gencore import data  # noqa: E402,F401
 
-# ----------------------------------------------------------------------------------------------
-# frames and plain-data encoding
-# ----------------------------------------------------------------------------------------------
+def _load(name: str, path: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# the wire encoding, loaded by path: this worker imports nothing from the ``autograder`` package
+wire = _load("autograder_wire", os.path.join(os.path.dirname(os.path.abspath(__file__)), "wire.py"))
 
 
 def write_frame(fd: int, payload: bytes) -> None:
-    view = memoryview(struct.pack(">I", len(payload)) + payload)
+    view = memoryview(wire.frame(payload))
     while view:
         view = view[os.write(fd, view):]
 
@@ -73,32 +78,11 @@ def read_frame(stream) -> bytes | None:
     return None if head is None else read_exact(stream, struct.unpack(">I", head)[0])
 
 
-def encode(value, depth: int = 0):
-    """Plain JSON-able data from what the student's code returned; anything else is named only."""
-    if depth > 8:
-        return {"__object__": "too deeply nested"}
-    kind = type(value)
-    if value is None or kind is bool or kind is str:
-        return value
-    if kind is int:
-        return value if abs(value) < 2**53 else float(value)
-    if kind is float:
-        return value if np.isfinite(value) else {"__float__": repr(value)}
-    if isinstance(value, torch.Tensor):
-        array = torch.Tensor.detach(value).cpu().contiguous().numpy()
-        return {"__array__": array.dtype.str, "shape": list(array.shape), "data": base64.b64encode(array.tobytes()).decode()}
-    if kind in (list, tuple):
-        return [encode(v, depth + 1) for v in value]
-    if kind is dict:
-        return {str(k): encode(v, depth + 1) for k, v in value.items()}
-    return {"__object__": kind.__name__}
-
-
 # ----------------------------------------------------------------------------------------------
 # the child: one piece of one submission
 # ----------------------------------------------------------------------------------------------
 
-# the unit's gencore module (the probes' ``LIBRARY``), captured by ``main`` before any wrapping:
+# the unit's gencore module (the declaration's ``Unit.library``), captured by ``main`` before any wrapping:
 # the probes pass its functions where a check needs the reference (e.g. kl_fn=ref.gaussian_kl),
 # so such calls never count as forbidden
 REFERENCE = types.SimpleNamespace()
@@ -185,12 +169,12 @@ def run_child(request: dict, out: int, sandboxed: bool) -> None:
     problems += _exec_statements(request["statements"], namespace)
     send({"problems": problems})
     probes = sys.modules["unit_probes"]
-    for check in request["checks"]:
+    for check, probe in request["checks"]:
         started = time.perf_counter()
         torch.manual_seed(0)
         try:
-            result = getattr(probes, check)(namespace, REFERENCE)
-            message = {"check": check, "data": encode(result)}
+            result = getattr(probes, probe)(namespace, REFERENCE)
+            message = {"check": check, "data": wire.encode(result)}
         except BaseException as error:  # noqa: BLE001 (SystemExit, KeyboardInterrupt: student code)
             frames = traceback.extract_tb(error.__traceback__)
             where = next((f"{f.filename}, line {f.lineno}" for f in reversed(frames) if f.filename.startswith("<")), "")
@@ -308,13 +292,12 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("unit_probes", sys.argv[1])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["unit_probes"] = module
-    spec.loader.exec_module(module)
-    REFERENCE.__dict__.update(vars(importlib.import_module(getattr(module, "LIBRARY", "gencore.vae"))))
+    # one grading slot per core; also keeps the OpenMP pool fork-safe
+    torch.set_num_threads(1)
+    if len(sys.argv) != 3:
+        sys.exit("usage: worker.py PROBES.py LIBRARY (the unit's gencore module)")
+    module = _load("unit_probes", sys.argv[1])
+    REFERENCE.__dict__.update(vars(importlib.import_module(sys.argv[2])))
     if hasattr(module, "warm"):
         module.warm()
     serve()

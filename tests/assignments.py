@@ -22,9 +22,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder import ROOT
+from autograder.assignment import sync_source
 from autograder.grade import grade
 from autograder.plain_nbgrader import autograde, fill_answers, prepare_course, solution_answers
-from autograder.release import ROOT, release
+from autograder.release import release
 from autograder.sandbox import Limits, sandbox_problem
 from autograder.units import load_unit
 
@@ -84,7 +86,7 @@ def expected_scores(assignment: str, wrong: dict) -> dict[str, dict[str, float]]
 def piece_scores(assignment: str, cells: dict[str, float]) -> dict[str, float]:
     """Points per piece from points per nbgrader test cell."""
     unit = load_unit(assignment)
-    return {piece.name: sum(cells.get(check.name, 0.0) for check in piece.checks) for piece in unit.pieces}
+    return {piece.name: sum(cells.get(check.grade_id, 0.0) for check in piece.checks) for piece in unit.pieces}
 
 
 def stale_notebooks(assignment: str, tmp: Path) -> list[str]:
@@ -127,16 +129,12 @@ def assert_student_notebook_hides(assignment: str, secrets: tuple[str, ...], n_p
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
 
 
-def assert_hidden_cells_call_the_grader(assignment: str) -> None:
-    """Each hidden-test cell of the solution is one call of ``run_in_notebook`` with its own
-    grade_id: the hidden tests have one source, ``autograder/units/<assignment>.py``."""
-    solution = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
-    hidden = [cell for cell in solution.cells if "BEGIN HIDDEN TESTS" in cell.source]
-    assert len(hidden) == len(load_unit(assignment).pieces)
-    for cell in hidden:
-        grade_id = cell.metadata.nbgrader.grade_id
-        assert cell.source == ("### BEGIN HIDDEN TESTS\nfrom autograder.units import run_in_notebook\n"
-                               f'run_in_notebook("{assignment}", "{grade_id}", globals())\n### END HIDDEN TESTS')
+def assert_source_matches_declaration(assignment: str) -> None:
+    """The nbgrader source's test cells are what ``autograder/units/<assignment>.py`` declares:
+    every declared check has its cell with its grade_id and points, every hidden cell is the one
+    ``run_in_notebook`` call, and no graded cell is undeclared (``release`` writes them so)."""
+    changes = sync_source(load_unit(assignment), write=False)
+    assert changes == [], f"solutions/{assignment} drifted from its declaration: {changes}; run `make release`"
 
 
 def heading_slugs(page: str) -> set[str]:
@@ -190,8 +188,8 @@ class AssignmentTests:
     def test_student_notebook_hides_solutions_and_hidden_tests(self):
         assert_student_notebook_hides(self.ASSIGNMENT, self.SECRETS, n_pieces=len(load_unit(self.ASSIGNMENT).pieces))
 
-    def test_hidden_cells_are_one_call_into_the_grader(self):
-        assert_hidden_cells_call_the_grader(self.ASSIGNMENT)
+    def test_test_cells_match_the_declaration(self):
+        assert_source_matches_declaration(self.ASSIGNMENT)
 
     def test_links_point_to_chapter_sections(self):
         assert_links_point_to_chapter_sections(self.ASSIGNMENT)

@@ -1,111 +1,74 @@
-"""Grading checks per unit: what each graded piece is, and how its verdicts are decided.
+"""The course's graded units: ``autograder/units/<unit>.py`` declares each assignment's checks.
 
-A unit ``<name>`` has two modules here:
+A unit ``<name>`` is two modules here:
 
-- ``<name>_probes.py`` runs in the sandbox: one function per nbgrader test cell, which calls the
-  student's function on the grader's inputs and returns plain data;
-- ``<name>.py`` stays with the grader: ``UNIT``, a :class:`Unit` whose checks turn that data into
-  a verdict against a reference computed here, outside the student's process.
+- ``<name>.py`` stays with the grader: ``UNIT``, a :class:`~autograder.spec.Unit` whose checks are
+  declared once, by decorating each verdict with ``@visible(probe)`` or ``@hidden(probe)``
+  (``autograder/spec.py``), with the references and tolerances the verdicts use;
+- ``<name>_probes.py`` is the only file the sandbox receives: the probes, which call the student's
+  functions on the grader's inputs and return plain data, and the input builders both sides use.
 
-A check's ``name`` is the ``grade_id`` of the nbgrader test cell it replaces and carries that
-cell's points, so the gradebook, ``nbgrader export`` and plain ``nbgrader autograde`` agree.
+:func:`load_unit` checks what the declaration cannot express by itself, with a message that
+names what is missing. The grader's guide is ``autograder/README.md``.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
-import types
-from collections.abc import Callable
-from dataclasses import dataclass
+import inspect
 from pathlib import Path
 
+from autograder.spec import DeclarationError, Unit
 
-class CheckFailed(Exception):
-    """A check's verdict: the student's data do not match; the message is shown to the student."""
-
-
-def require(condition, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
+HERE = Path(__file__).resolve().parent
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str  # grade_id of the nbgrader test cell
-    points: float
-    visible: bool  # the students see this test in their notebook
-    verdict: Callable[[dict], None]  # raises CheckFailed (or anything) when the data are wrong
-    description: str  # what is checked, in words for students (all a hidden check shows)
+def names() -> list[str]:
+    """Every unit with a declaration here."""
+    return sorted(p.stem for p in HERE.glob("*.py") if p.stem != "__init__" and not p.stem.endswith("_probes"))
 
 
-@dataclass(frozen=True)
-class Piece:
-    name: str  # the function the student writes (also the grade_id of its solution cell)
-    title: str
-    anchor: str  # section of the unit's chapter with the equation, or "book/<page>.html#<section>"
-    checks: tuple[Check, ...]
-    forbidden: tuple[str, ...] = ()  # dotted names that earn no credit when called for this piece
-
-    @property
-    def points(self) -> float:
-        return sum(check.points for check in self.checks)
+def _imports_the_grader(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "autograder"]
+        elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "autograder"):
+            found.append("." * node.level + (node.module or ""))
+    return found
 
 
-@dataclass(frozen=True)
-class Unit:
-    assignment: str
-    notebook: str  # the notebook's name, without .ipynb
-    chapter: str  # the chapter's page in the built book, relative to _build/html
-    pieces: tuple[Piece, ...]
-    probes: Path  # the sandbox-side module
-
-    @property
-    def points(self) -> float:
-        return sum(piece.points for piece in self.pieces)
-
-    def checks(self) -> list[Check]:
-        return [check for piece in self.pieces for check in piece.checks]
-
-
+@functools.cache
 def load_unit(assignment: str) -> Unit:
+    """The declared unit, checked: it exists, names an importable reference module, and its probes
+    are top-level functions of one sandbox module that does not import the grader."""
+    path = HERE / f"{assignment}.py"
+    if not path.exists():
+        raise DeclarationError(f"no grading checks for {assignment!r}: write autograder/units/{assignment}.py "
+                               f"(see autograder/README.md); the units are {', '.join(names())}")
+    module = importlib.import_module(f"autograder.units.{assignment}")
+    unit = getattr(module, "UNIT", None)
+    if not isinstance(unit, Unit):
+        raise DeclarationError(f"autograder/units/{assignment}.py defines no UNIT = Unit(...)")
+    if unit.assignment != assignment:
+        raise DeclarationError(f"autograder/units/{assignment}.py declares the assignment {unit.assignment!r}")
     try:
-        module = importlib.import_module(f"autograder.units.{assignment}")
-    except ModuleNotFoundError as error:
-        raise ValueError(f"no grading checks for {assignment!r}: write autograder/units/{assignment}.py") from error
-    return module.UNIT
-
-
-def run_in_notebook(assignment: str, check_name: str, namespace: dict) -> None:
-    """Run one check inside a notebook (a hidden-test cell): the probe on the notebook's own
-    functions, then the verdict, in this process. Raises ``AssertionError`` with the check's
-    message when it fails, which is how plain ``nbgrader autograde`` takes points away.
-
-    This makes ``autograder/units/<unit>.py`` the single source of a unit's hidden tests: the
-    nbgrader source notebook's hidden cell is one call of this function, and the sandboxed
-    grader runs the same probe and verdict split across the sandbox boundary.
-    """
-    import random
-
-    import numpy as np
-    import torch
-
-    from autograder import grade
-
-    unit = load_unit(assignment)
-    checks = {check.name: check for check in unit.checks()}
-    if check_name not in checks:
-        raise ValueError(f"{assignment} has no check {check_name!r}; it has {sorted(checks)}")
-    probes = importlib.import_module(f"autograder.units.{assignment}_probes")
-    reference = types.SimpleNamespace(**vars(importlib.import_module(probes.LIBRARY)))
-    threads = torch.get_num_threads()
-    from autograder import worker  # the same plain-data encoding as the sandbox's (sets 1 thread)
-
-    torch.set_num_threads(threads)
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    data = grade._decode_value(worker.encode(getattr(probes, check_name)(namespace, reference)))
-    try:
-        checks[check_name].verdict(data)
-    except CheckFailed as failure:
-        raise AssertionError(str(failure)) from None
+        importlib.import_module(unit.library)
+    except ImportError as error:
+        raise DeclarationError(f"unit {assignment}: its reference module {unit.library!r} (Unit(library=...)) "
+                               f"cannot be imported: {error}") from None
+    probes_path = unit.probes
+    probes = importlib.import_module(f"autograder.units.{probes_path.stem}") if probes_path.parent == HERE else None
+    if probes is None:
+        raise DeclarationError(f"unit {assignment}: its probes live in {probes_path}, outside autograder/units/")
+    for check in unit.checks():
+        if getattr(probes, check.probe.__name__, None) is not check.probe:
+            raise DeclarationError(f"unit {assignment}: the probe of {check.grade_id} ({check.probe.__qualname__}) "
+                                   f"is not a top-level function of {probes_path.name}")
+        if len(inspect.signature(check.probe).parameters) != 2:
+            raise DeclarationError(f"unit {assignment}: the probe {check.probe.__name__} should take (student, ref)")
+    if imported := _imports_the_grader(probes_path):
+        raise DeclarationError(f"{probes_path.name} runs in the sandbox and must not import the grader ({', '.join(imported)})")
+    return unit

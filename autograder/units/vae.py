@@ -1,49 +1,33 @@
-"""Grader side of the VAE assignment: references and verdicts. Never copied into the sandbox.
+"""The VAE assignment's checks: declarations, references and verdicts. Never in the sandbox.
 
-The checks carry the grade_ids and points of the test cells of ``solutions/vae/vae.ipynb``. The
-hidden ones exist only here: the notebook's hidden cells call
-:func:`autograder.units.run_in_notebook`, so plain ``nbgrader autograde`` runs these same checks.
-The visible ones mirror the notebook's readable asserts; ``tests/test_autograder.py`` holds the
-two graders to the same per-piece scores. In the sandboxed grader the student's process only
-produces data (``vae_probes.py``), and every comparison below runs in the grader's process on
-numpy arrays, against references computed independently (``torch.distributions``, autograd, a
-hand-written SGD step).
+Each check is declared once, on its verdict (``@visible(probe)`` / ``@hidden(probe)``; the
+docstring is what students read); ``release`` writes the grade_ids, points and hidden cells of
+``solutions/vae/vae.ipynb`` from here. The visible checks mirror the notebook's readable asserts;
+the hidden ones exist only here. The student's process only produces data (``vae_probes.py``);
+every comparison below runs in the grader's process on numpy arrays, against references computed
+independently (``torch.distributions``, autograd, a hand-written SGD step).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import torch
 from gencore import vae as reference
 
-from autograder.units import Check, CheckFailed, Piece, Unit, require
+from autograder.spec import Piece, Unit, hidden, visible
 from autograder.units import vae_probes as probes
+from autograder.verdicts import close, require, tensor
 
-
-def tensor(value, what: str) -> torch.Tensor:
-    """The student's array as a float64 tensor; anything that is not an array fails the check."""
-    if not isinstance(value, np.ndarray):
-        raise CheckFailed(f"{what} should be a tensor, got {_kind(value)}")
-    return torch.from_numpy(np.array(value, dtype=np.float64))
-
-
-def _kind(value) -> str:
-    if isinstance(value, dict) and "__object__" in value:
-        return f"an object of type {value['__object__']}"
-    return "None" if value is None else type(value).__name__
-
-
-def close(got: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
-    return got.shape == expected.shape and bool(torch.allclose(got, expected.double(), rtol=rtol, atol=atol))
+LIBRARY = "gencore.vae"
 
 
 # -- part 1: gaussian_kl -----------------------------------------------------------------------
 
 
+@visible(probes.kl_visible)
 def kl_visible(d: dict) -> None:
+    """the chapter's worked example (mu = 2, sigma = 0.5), a sum over latent dimensions, a batch at the prior"""
     kl = tensor(d["one"], "gaussian_kl(mu, logvar)")
     require(kl.shape == (), f"one 1-D Gaussian should give a single number (sum over the last dimension); got shape {tuple(kl.shape)}")
     require(abs(kl.item() - 2.318) < 1e-3, f"expected 2.318 for mu=2, sigma=0.5, got {kl.item():.4f}")
@@ -55,7 +39,9 @@ def kl_visible(d: dict) -> None:
     require(close(kl, torch.zeros(5)), "q equal to the prior should give KL = 0")
 
 
+@hidden(probes.kl_hidden)
 def kl_hidden(d: dict) -> None:
+    """random batches against an independent reference, the gradients in mu and logvar, extra leading dimensions"""
     mu, logvar = probes.kl_hidden_inputs()
     expected = torch.distributions.kl_divergence(
         torch.distributions.Normal(mu, (0.5 * logvar).exp()), torch.distributions.Normal(0.0, 1.0)
@@ -72,7 +58,9 @@ def kl_hidden(d: dict) -> None:
 # -- part 2: reparameterize --------------------------------------------------------------------
 
 
+@visible(probes.reparam_visible)
 def reparam_visible(d: dict) -> None:
+    """the sample's mean and variance, and that gradients reach mu and logvar"""
     z = tensor(d["z"], "z")
     mu, logvar = torch.tensor([1.0, -2.0]).double(), torch.tensor([4.0, 0.25]).log().double()
     require(z.shape == (200_000, 2), f"z should have the shape of mu, got {tuple(z.shape)}")
@@ -84,7 +72,9 @@ def reparam_visible(d: dict) -> None:
     require(d["grad_logvar"] is not None and tensor(d["grad_logvar"], "dz/dlogvar").abs().sum() > 0, "no gradient reached logvar")
 
 
+@hidden(probes.reparam_hidden)
 def reparam_hidden(d: dict) -> None:
+    """the exact gradients in mu and logvar for the noise that was drawn, fresh noise per entry, 3-D inputs"""
     mu, logvar, w = (t.double() for t in probes.reparam_hidden_inputs())
     z = tensor(d["z"], "z")
     require(z.shape == (64, 5), f"z should have the shape of mu (64, 5), got {tuple(z.shape)}")
@@ -102,7 +92,9 @@ def reparam_hidden(d: dict) -> None:
 # -- part 3: negative_elbo ---------------------------------------------------------------------
 
 
+@visible(probes.elbo_visible)
 def elbo_visible(d: dict) -> None:
+    """two pixels at logit 0, and beta weighting the KL term only"""
     loss = tensor(d["loss"], "negative_elbo(...)")
     require(loss.shape == (1,), f"one value per example expected, shape (1,); got {tuple(loss.shape)}")
     require(abs(loss.item() - 2 * math.log(2)) < 1e-5, f"expected 2 log 2 = {2 * math.log(2):.4f}, got {loss.item():.4f}: sum over pixels")
@@ -111,7 +103,9 @@ def elbo_visible(d: dict) -> None:
             f"expected 2 log 2 + 3 * 2.318, got {loss3.sum().item():.4f}")
 
 
+@hidden(probes.elbo_hidden)
 def elbo_hidden(d: dict) -> None:
+    """random batches at several beta against a reference, the use of kl_fn, numerical safety at large logits"""
     x, logits, mu, logvar = probes.elbo_hidden_inputs()
     nll = -torch.distributions.Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1)
     require(isinstance(d["by_beta"], list) and len(d["by_beta"]) == len(probes.ELBO_BETAS), "negative_elbo did not return a value")
@@ -135,7 +129,9 @@ def _params(d: dict, count: int) -> list[torch.Tensor]:
     return [tensor(p, "a parameter") for p in params]
 
 
+@visible(probes.step_visible)
 def step_visible(d: dict) -> None:
+    """the returned loss is a float, the batch mean before the step, and the parameters move"""
     model, x = probes.train_visible_setup(reference)
     before = [p.detach().clone() for p in model.parameters()]
     with torch.no_grad():
@@ -160,7 +156,9 @@ def _manual_sgd_step(model, x, beta, lr) -> None:
             p -= lr * g
 
 
+@hidden(probes.step_hidden)
 def step_hidden(d: dict) -> None:
+    """two steps against a reference SGD step, and the use of reparam_fn"""
     model, xs = probes.train_hidden_setup(reference)
     for batch in (xs[:20], xs[20:]):
         _manual_sgd_step(model, batch, 2.5, 0.05)
@@ -172,37 +170,19 @@ def step_hidden(d: dict) -> None:
 
 # -- the unit ----------------------------------------------------------------------------------
 
-LIBRARY = probes.LIBRARY
-
 UNIT = Unit(
     assignment="vae",
-    notebook="vae",
+    library=LIBRARY,
     chapter="book/vae.html",
-    probes=Path(probes.__file__),
     pieces=(
-        Piece("gaussian_kl", "The KL divergence to the prior", "the-kl-term-in-closed-form", (
-            Check("test_gaussian_kl_visible", 1, True, kl_visible,
-                  "the chapter's worked example (mu = 2, sigma = 0.5), a sum over latent dimensions, a batch at the prior"),
-            Check("test_gaussian_kl_hidden", 2, False, kl_hidden,
-                  "random batches against an independent reference, the gradients in mu and logvar, extra leading dimensions"),
-        ), forbidden=(f"{LIBRARY}.gaussian_kl", f"{LIBRARY}.gaussian_kl_full", "torch.distributions.kl_divergence", "torch.distributions.kl.kl_divergence")),
-        Piece("reparameterize", "The reparameterization trick", "the-reparameterization-trick", (
-            Check("test_reparameterize_visible", 1, True, reparam_visible,
-                  "the sample's mean and variance, and that gradients reach mu and logvar"),
-            Check("test_reparameterize_hidden", 2, False, reparam_hidden,
-                  "the exact gradients in mu and logvar for the noise that was drawn, fresh noise per entry, 3-D inputs"),
-        ), forbidden=(f"{LIBRARY}.reparameterize",)),
-        Piece("negative_elbo", "The negative ELBO", "the-evidence-lower-bound", (
-            Check("test_negative_elbo_visible", 1, True, elbo_visible,
-                  "two pixels at logit 0, and beta weighting the KL term only"),
-            Check("test_negative_elbo_hidden", 2, False, elbo_hidden,
-                  "random batches at several beta against a reference, the use of kl_fn, numerical safety at large logits"),
-        ), forbidden=(f"{LIBRARY}.negative_elbo", f"{LIBRARY}.bernoulli_nll")),
-        Piece("train_step", "One training step", "training-a-vae-on-the-digits", (
-            Check("test_train_step_visible", 1, True, step_visible,
-                  "the returned loss is a float, the batch mean before the step, and the parameters move"),
-            Check("test_train_step_hidden", 2, False, step_hidden,
-                  "two steps against a reference SGD step, and the use of reparam_fn"),
-        ), forbidden=(f"{LIBRARY}.train_step", f"{LIBRARY}.train_vae")),
+        Piece("gaussian_kl", "The KL divergence to the prior", "the-kl-term-in-closed-form", (kl_visible, kl_hidden),
+              forbidden=(f"{LIBRARY}.gaussian_kl", f"{LIBRARY}.gaussian_kl_full", "torch.distributions.kl_divergence",
+                         "torch.distributions.kl.kl_divergence")),
+        Piece("reparameterize", "The reparameterization trick", "the-reparameterization-trick", (reparam_visible, reparam_hidden),
+              forbidden=(f"{LIBRARY}.reparameterize",)),
+        Piece("negative_elbo", "The negative ELBO", "the-evidence-lower-bound", (elbo_visible, elbo_hidden),
+              forbidden=(f"{LIBRARY}.negative_elbo", f"{LIBRARY}.bernoulli_nll")),
+        Piece("train_step", "One training step", "training-a-vae-on-the-digits", (step_visible, step_hidden),
+              forbidden=(f"{LIBRARY}.train_step", f"{LIBRARY}.train_vae")),
     ),
 )

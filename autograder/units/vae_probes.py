@@ -1,11 +1,10 @@
 """Sandbox side of the VAE checks: call the student's functions on the grader's inputs.
 
-Each function here is named after an nbgrader test cell of ``solutions/vae/vae.ipynb``. It runs
-in the sandboxed child, gets the student's namespace and gencore's own ``vae`` functions
-(``ref``), and returns only what the student's code produced: tensors, numbers, flags. It
-decides nothing; the verdicts, with the reference values and tolerances, live in
-``autograder/units/vae.py``, which never enters the sandbox. The inputs are built by the
-functions at the top, which the grader calls too, so both sides see the same numbers.
+Each probe is declared with its verdict in ``autograder/units/vae.py``. It runs in the sandboxed
+child, gets the student's namespace and gencore's own ``vae`` functions (``ref``), and returns
+only what the student's code produced: tensors, numbers, flags. It decides nothing; the
+verdicts, with the reference values and tolerances, never enter the sandbox. The inputs are built
+by the functions at the top, which the grader calls too, so both sides see the same numbers.
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ import math
 
 import torch
 from gencore import data
-
-LIBRARY = "gencore.vae"  # the module whose functions the probes pass as `ref`
-
 
 def kl_hidden_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
@@ -56,7 +52,7 @@ def _use_mean(mu, logvar):
 # -- part 1 ------------------------------------------------------------------------------------
 
 
-def test_gaussian_kl_visible(student, ref):
+def kl_visible(student, ref):
     kl = student["gaussian_kl"]
     return {
         "one": kl(torch.tensor([2.0]), torch.tensor([0.25]).log()),
@@ -65,7 +61,7 @@ def test_gaussian_kl_visible(student, ref):
     }
 
 
-def test_gaussian_kl_hidden(student, ref):
+def kl_hidden(student, ref):
     kl = student["gaussian_kl"]
     mu, logvar = kl_hidden_inputs()
     out = kl(mu, logvar)
@@ -77,7 +73,7 @@ def test_gaussian_kl_hidden(student, ref):
 # -- part 2 ------------------------------------------------------------------------------------
 
 
-def test_reparameterize_visible(student, ref):
+def reparam_visible(student, ref):
     reparameterize = student["reparameterize"]
     torch.manual_seed(0)
     mu, logvar = torch.tensor([1.0, -2.0]), torch.tensor([4.0, 0.25]).log()
@@ -87,7 +83,7 @@ def test_reparameterize_visible(student, ref):
     return {"z": z, "grad_mu": mu_.grad, "grad_logvar": logvar_.grad}
 
 
-def test_reparameterize_hidden(student, ref):
+def reparam_hidden(student, ref):
     reparameterize = student["reparameterize"]
     mu, logvar, w = reparam_hidden_inputs()
     mu, logvar = mu.requires_grad_(), logvar.requires_grad_()
@@ -101,7 +97,7 @@ def test_reparameterize_hidden(student, ref):
 # -- part 3 ------------------------------------------------------------------------------------
 
 
-def test_negative_elbo_visible(student, ref):
+def elbo_visible(student, ref):
     negative_elbo = student["negative_elbo"]
     x = torch.tensor([[1.0, 0.0]])
     loss = negative_elbo(x, torch.zeros(1, 2), torch.zeros(1, 3), torch.zeros(1, 3), kl_fn=ref.gaussian_kl)
@@ -110,7 +106,7 @@ def test_negative_elbo_visible(student, ref):
     return {"loss": loss, "loss_beta3": loss3}
 
 
-def test_negative_elbo_hidden(student, ref):
+def elbo_hidden(student, ref):
     negative_elbo = student["negative_elbo"]
     x, logits, mu, logvar = elbo_hidden_inputs()
     by_beta = [negative_elbo(x, logits, mu, logvar, beta=beta, kl_fn=ref.gaussian_kl) for beta in ELBO_BETAS]
@@ -125,7 +121,7 @@ def test_negative_elbo_hidden(student, ref):
 # -- part 4 ------------------------------------------------------------------------------------
 
 
-def test_train_step_visible(student, ref):
+def step_visible(student, ref):
     train_step = student["train_step"]
     model, x = train_visible_setup(ref)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -137,7 +133,7 @@ def test_train_step_visible(student, ref):
     return {"is_float": isinstance(loss, float), "type": type(loss).__name__, "loss": value, "params": list(model.parameters())}
 
 
-def test_train_step_hidden(student, ref):
+def step_hidden(student, ref):
     train_step = student["train_step"]
     model, xs = train_hidden_setup(ref)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)

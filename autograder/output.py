@@ -1,4 +1,4 @@
-"""What the grader writes: grades.csv, one feedback page per student, and the class report.
+"""What a grading run writes: grades.csv, one feedback page per student, and the class report.
 
 Feedback shows, per piece: its points, each check's pass/fail and message, and a link to the
 book section with the equation it implements. A hidden check shows only its description and
@@ -9,11 +9,14 @@ grader.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
+import os
 from pathlib import Path
 
-from autograder.units import Unit
+from autograder import ROOT
+from autograder.spec import Unit
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
@@ -30,7 +33,7 @@ def feedback_html(unit: Unit, record: dict, book_url: str) -> str:
              f"<p class='status'>Score {record['total']:g} / {record['max']:g} &mdash; status: {e(record['status'])}</p>"]
     if record["notes"]:
         parts.append("<ul>" + "".join(f"<li>{e(note)}</li>" for note in record["notes"]) + "</ul>")
-    checks = {c.name: c for c in unit.checks()}
+    checks = {c.grade_id: c for c in unit.checks()}
     for piece in unit.pieces:
         result = record["pieces"].get(piece.name)
         if result is None:
@@ -76,7 +79,7 @@ def report_html(unit: Unit, records: dict[str, dict]) -> str:
     figure, (ax_hist, ax_rate) = plt.subplots(1, 2, figsize=(11, 3.8))
     ax_hist.hist(totals, bins=[x - 0.5 for x in range(int(unit.points) + 2)], color="#3a6ea5", edgecolor="white")
     ax_hist.set(xlabel="total points", ylabel="submissions", title="score histogram")
-    names = [c.name for c in unit.checks()]
+    names = [c.grade_id for c in unit.checks()]
     rates = []
     for name in names:
         graded = [c for r in records.values() for p in r["pieces"].values() for c in p["checks"] if c["name"] == name]
@@ -100,13 +103,27 @@ def report_html(unit: Unit, records: dict[str, dict]) -> str:
 
 
 def write_outputs(unit: Unit, records: dict[str, dict], out: Path, book_url: str | None = None) -> None:
-    from autograder.grade import atomic_write, write_csv
     from autograder.submissions import safe_name
 
     write_csv(unit, records, out / "grades.csv")
-    from autograder.release import ROOT
-
     book = book_url or (ROOT / "_build" / "html").as_uri()  # the course's built book; --book-url for a web copy
     for student, record in records.items():
         atomic_write(out / "feedback" / safe_name(student) / f"{unit.notebook}.html", feedback_html(unit, record, book))
     atomic_write(out / "report.html", report_html(unit, records))
+
+
+def write_csv(unit: Unit, records: dict[str, dict], path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["student", *[p.name for p in unit.pieces], "total", "max", "status", "notes"])
+    for student, record in records.items():
+        pieces = [f"{record['pieces'].get(p.name, {}).get('points', 0.0):g}" for p in unit.pieces]
+        writer.writerow([student, *pieces, f"{record['total']:g}", f"{record['max']:g}", record["status"], "; ".join(record["notes"])])
+    atomic_write(path, buffer.getvalue())
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
