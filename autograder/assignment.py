@@ -3,7 +3,8 @@ and kept in step with the unit's declaration.
 
 ``sync_test_cells`` makes the notebook's test cells agree with ``autograder/units/<unit>.py``:
 each declared check has its test cell with that grade_id and points; each hidden cell is the one
-``run_in_notebook`` call (written here, inserted after the piece's last cell when missing); a
+``run_in_notebook`` call (written here, inserted after the piece's last cell when missing); the
+points the text states (the parts' headings, the overview table) are the declared ones; a
 graded cell that nothing declares, or a declared visible check without its cell (visible tests
 are readable asserts, written by hand), is an error that names the cell. ``release`` applies it
 before nbgrader generates the student notebook; the tests run it without writing, so a drift
@@ -58,7 +59,7 @@ def hidden_cell_source(unit: Unit, check: Check) -> str:
 def _test_cell(unit: Unit, check: Check):
     cell = nbformat.v4.new_code_cell(hidden_cell_source(unit, check))
     cell.id = uuid.uuid4().hex[:8]
-    cell.metadata["nbgrader"] = {"grade": True, "grade_id": check.grade_id, "locked": True, "points": check.points,
+    cell.metadata["nbgrader"] = {"grade": True, "grade_id": check.grade_id, "locked": True, "points": _points(check.points),
                                  "schema_version": 3, "solution": False, "task": False}
     return cell
 
@@ -106,27 +107,41 @@ def sync_test_cells(unit: Unit, notebook: nbformat.NotebookNode) -> list[str]:
                 if meta.get(key) is not value:
                     changes.append(f"{check.grade_id}: {key} -> {value}")
                     meta[key] = value
-    problems += _heading_points(unit, notebook)
     if problems:
         raise DeclarationError(f"solutions/{unit.assignment}/{unit.notebook}.ipynb does not match "
                                f"autograder/units/{unit.assignment}.py:\n  - " + "\n  - ".join(problems))
-    return changes
+    return changes + _stated_points(unit, notebook)
 
 
-def _heading_points(unit: Unit, notebook: nbformat.NotebookNode) -> list[str]:
-    """A part's heading that states its points ("## Part 2: ... (3 points)") states the declared ones."""
-    problems, heading = [], None
+def _stated_points(unit: Unit, notebook: nbformat.NotebookNode) -> list[str]:
+    """The points the text states: a part's heading ("## Part 2: ... (3 points)") above each
+    piece's solution cell, and the overview table's rows (``| 2 | `piece(...)` ... | 3 | ...``).
+    They are written from the declaration too; returns what changed."""
+    changes, heading = [], None
     pieces = {piece.name: piece for piece in unit.pieces}
+    row = re.compile(r"^(\|\s*\d+\s*\|\s*`(\w+)\([^|]*\|\s*)(\d+(?:\.\d+)?)(\s*\|.*)$", flags=re.M)
     for cell in notebook.cells:
-        if cell.cell_type == "markdown" and re.search(r"^#+ ", cell.source, flags=re.M):
-            found = re.search(r"^#+ .*\((\d+(?:\.\d+)?) points?\)", cell.source, flags=re.M)
-            heading = float(found.group(1)) if found else None
+        if cell.cell_type == "markdown":
+
+            def table(match):
+                piece = pieces.get(match.group(2))
+                if piece is None or float(match.group(3)) == piece.points:
+                    return match.group(0)
+                changes.append(f"the overview table gives {match.group(2)} {piece.points:g} points (was {match.group(3)})")
+                return f"{match.group(1)}{piece.points:g}{match.group(4)}"
+
+            cell.source = row.sub(table, cell.source)
+            if re.search(r"^#+ ", cell.source, flags=re.M):
+                heading = cell
         name = _meta(cell).get("grade_id")
-        if _meta(cell).get("solution") and name in pieces:
-            if heading is not None and heading != pieces[name].points:
-                problems.append(f"the heading above {name} says {heading:g} points; its checks are worth {pieces[name].points:g}")
+        if _meta(cell).get("solution") and name in pieces and heading is not None:
+            stated = re.compile(r"^(#+ .*\()(\d+(?:\.\d+)?)( points?\))", flags=re.M)
+            found = stated.search(heading.source)
+            if found and float(found.group(2)) != pieces[name].points:
+                changes.append(f"the heading above {name} says {pieces[name].points:g} points (was {found.group(2)})")
+                heading.source = stated.sub(lambda m: f"{m.group(1)}{pieces[name].points:g}{m.group(3)}", heading.source, count=1)
             heading = None
-    return problems
+    return changes
 
 
 def sync_source(unit: Unit, root: Path = ROOT, write: bool = True) -> list[str]:

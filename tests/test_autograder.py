@@ -20,8 +20,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.grade import gradebook_scores, grade, read_journal
-from autograder.release import ROOT
+from autograder.grade import grade
+from autograder.gradebook import gradebook_scores
+from autograder.journal import read_journal
+from autograder import ROOT
 from autograder.sandbox import Limits, sandbox_problem
 from autograder.units import load_unit
 from tests import autograder_cases

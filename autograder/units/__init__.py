@@ -54,21 +54,28 @@ def load_unit(assignment: str) -> Unit:
         raise DeclarationError(f"autograder/units/{assignment}.py defines no UNIT = Unit(...)")
     if unit.assignment != assignment:
         raise DeclarationError(f"autograder/units/{assignment}.py declares the assignment {unit.assignment!r}")
+    probes_path = unit.probes
+    if probes_path.parent != HERE:
+        raise DeclarationError(f"unit {assignment}: its probes live in {probes_path}, outside autograder/units/")
+    check_unit(unit, importlib.import_module(f"autograder.units.{probes_path.stem}"))
+    return unit
+
+
+def check_unit(unit: Unit, probes) -> None:
+    """What the declaration cannot enforce by itself: the reference module imports, and every
+    probe is a top-level ``(student, ref)`` function of ``probes``, a module that does not import
+    the grader (the sandbox receives that one file)."""
     try:
         importlib.import_module(unit.library)
     except ImportError as error:
-        raise DeclarationError(f"unit {assignment}: its reference module {unit.library!r} (Unit(library=...)) "
+        raise DeclarationError(f"unit {unit.assignment}: its reference module {unit.library!r} (Unit(library=...)) "
                                f"cannot be imported: {error}") from None
-    probes_path = unit.probes
-    probes = importlib.import_module(f"autograder.units.{probes_path.stem}") if probes_path.parent == HERE else None
-    if probes is None:
-        raise DeclarationError(f"unit {assignment}: its probes live in {probes_path}, outside autograder/units/")
+    name = Path(probes.__file__).name
     for check in unit.checks():
         if getattr(probes, check.probe.__name__, None) is not check.probe:
-            raise DeclarationError(f"unit {assignment}: the probe of {check.grade_id} ({check.probe.__qualname__}) "
-                                   f"is not a top-level function of {probes_path.name}")
+            raise DeclarationError(f"unit {unit.assignment}: the probe of {check.grade_id} ({check.probe.__qualname__}) "
+                                   f"is not a top-level function of {name}")
         if len(inspect.signature(check.probe).parameters) != 2:
-            raise DeclarationError(f"unit {assignment}: the probe {check.probe.__name__} should take (student, ref)")
-    if imported := _imports_the_grader(probes_path):
-        raise DeclarationError(f"{probes_path.name} runs in the sandbox and must not import the grader ({', '.join(imported)})")
-    return unit
+            raise DeclarationError(f"unit {unit.assignment}: the probe {check.probe.__name__} should take (student, ref)")
+    if imported := _imports_the_grader(Path(probes.__file__)):
+        raise DeclarationError(f"{name} runs in the sandbox and must not import the grader ({', '.join(imported)})")
