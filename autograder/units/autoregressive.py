@@ -1,51 +1,36 @@
-"""Grader side of the autoregressive assignment: references and verdicts, never in the sandbox.
+"""The autoregressive assignment's checks: declarations, references and verdicts. Never in the sandbox.
 
-The visible checks mirror the visible test cells of
-``solutions/autoregressive/autoregressive.ipynb``; the hidden checks exist only here (the
-notebook's hidden cells call :func:`autograder.units.run_in_notebook`), so plain ``nbgrader
-autograde`` and the sandboxed grader run the same hidden tests. References are independent of
-the student's code and of the library's: ``torch.distributions``, closed-form gradients, numpy,
-a raster-order enumeration of the mask, and the Jacobian of a PixelCNN built here with the
-student's masks.
+Each check is declared once, on its verdict (``@visible(probe)`` / ``@hidden(probe)``; the
+docstring is what students read); ``release`` writes the grade_ids, points and hidden cells of
+``solutions/autoregressive/autoregressive.ipynb`` from here. The visible checks mirror the
+notebook's readable asserts; the hidden ones exist only here. The student's process only produces
+data (``autoregressive_probes.py``); every comparison below runs in the grader's process, against
+references independent of the student's code and of the library's: ``torch.distributions``,
+closed-form gradients, numpy, a raster-order enumeration of the mask, and the Jacobian of a
+PixelCNN built here with the student's masks.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import torch
 from gencore import autoregressive as reference
 
-from autograder.units import CheckFailed, Check, Piece, Unit, require
+from autograder.spec import Piece, Unit, hidden, visible
 from autograder.units import autoregressive_probes as probes
+from autograder.verdicts import close, require, scalar, tensor
 
-
-def tensor(value, what: str) -> torch.Tensor:
-    """The student's array as a float64 tensor; anything that is not an array fails the check."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return torch.tensor(float(value), dtype=torch.float64)
-    if not isinstance(value, np.ndarray):
-        kind = f"an object of type {value['__object__']}" if isinstance(value, dict) and "__object__" in value else type(value).__name__
-        raise CheckFailed(f"{what} should be a tensor, got {kind}")
-    return torch.from_numpy(np.array(value, dtype=np.float64))
-
-
-def scalar(value, what: str) -> float:
-    t = tensor(value, what)
-    require(t.numel() == 1, f"{what} should be a single number, got shape {tuple(t.shape)}")
-    return t.item()
-
-
-def close(got: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
-    return got.shape == expected.shape and bool(torch.allclose(got, expected.double(), rtol=rtol, atol=atol))
+LIBRARY = "gencore.autoregressive"
+FOUNDATIONS = "gencore.foundations"
 
 
 # -- part 1: gaussian_nll ----------------------------------------------------------------------
 
 
+@visible(probes.nll_visible)
 def nll_visible(d: dict) -> None:
+    """the chapter's worked example (2, 3, 5) at its maximum-likelihood fit, and x = 0 under N(0, 1)"""
     got = scalar(d["worked"], "gaussian_nll(x, mu, var)")
     expected = 0.5 * (math.log(2 * math.pi * 14 / 9) + 1)
     require(abs(got - expected) < 1e-5,
@@ -54,7 +39,9 @@ def nll_visible(d: dict) -> None:
     require(abs(got - 0.5 * math.log(2 * math.pi)) < 1e-5, f"x = 0 under N(0, 1) should give log(2 pi) / 2 = 0.91894, got {got:.5f}")
 
 
+@hidden(probes.nll_hidden)
 def nll_hidden(d: dict) -> None:
+    """random data at several (mu, var) against torch.distributions, and the gradients in mu and var"""
     x = probes.nll_hidden_inputs().double()
     require(isinstance(d["values"], list) and len(d["values"]) == len(probes.NLL_PARAMETERS), "gaussian_nll returned nothing")
     for (mu, var), got, grads in zip(probes.NLL_PARAMETERS, d["values"], d["grads"]):
@@ -73,14 +60,18 @@ def nll_hidden(d: dict) -> None:
 # -- part 2: gaussian_mle ----------------------------------------------------------------------
 
 
+@visible(probes.mle_visible)
 def mle_visible(d: dict) -> None:
+    """the worked example: mu = 10/3, sigma^2 = 14/9"""
     mu, var = scalar(d["mu"], "mu"), scalar(d["var"], "var")
     require(abs(mu - 10 / 3) < 1e-5, f"the mean of (2, 3, 5) is 10/3 = 3.33333, got {mu:.5f}")
     require(abs(var - 14 / 9) < 1e-5,
             f"the maximum-likelihood variance of (2, 3, 5) is 14/9 = 1.55556, got {var:.5f}: divide by N, not N - 1, and return the variance, not sigma")
 
 
+@hidden(probes.mle_hidden)
 def mle_hidden(d: dict) -> None:
+    """1000 random points against numpy, a zero NLL gradient at the estimate, constant data, two points"""
     x, constant = probes.mle_hidden_inputs()
     array = x.double().numpy()
     mu, var = scalar(d["mu"], "mu"), scalar(d["var"], "var")
@@ -131,7 +122,9 @@ def leaks(masks: dict, image_size: int = 6) -> tuple[int, int] | None:
     return None
 
 
+@visible(probes.mask_visible)
 def mask_visible(d: dict) -> None:
+    """the 3x3 masks of type A and B"""
     for mask_type in ("A", "B"):
         mask = _mask_tensor(d[mask_type], 3, mask_type)
         expected = raster_mask(3, mask_type)
@@ -139,7 +132,9 @@ def mask_visible(d: dict) -> None:
                 f"the 3x3 mask of type {mask_type} should be {expected.int().tolist()}, got {mask.tolist()}")
 
 
+@hidden(probes.mask_hidden)
 def mask_hidden(d: dict) -> None:
+    """both types at kernel sizes 1 to 7 against the raster-order rule, and no information leak in a PixelCNN built with your masks"""
     masks = d["masks"]
     require(isinstance(masks, list) and len(masks) == len(probes.MASK_CASES), "causal_conv_mask returned nothing")
     got = {(k, mask_type): _mask_tensor(value, k, mask_type) for (k, mask_type), value in zip(probes.MASK_CASES, masks)}
@@ -160,7 +155,9 @@ def reference_bits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return -log_p / (x[0].numel() * math.log(2))
 
 
+@visible(probes.bits_visible)
 def bits_visible(d: dict) -> None:
+    """a fair coin per pixel costs 1 bit, and a 2x2 example"""
     coin = tensor(d["coin"], "bits_per_dim(logits, x)")
     require(coin.shape == (3,), f"one value per image expected, shape (3,); got {tuple(coin.shape)}")
     require(close(coin, torch.ones(3)), f"logits 0 (a fair coin per pixel) cost exactly 1 bit per pixel, got {coin.tolist()}: convert nats to bits")
@@ -170,7 +167,9 @@ def bits_visible(d: dict) -> None:
             f"a 2x2 image, p = 0.8 per pixel, three pixels on: expected {expected:.5f} bits/dim, got {small.flatten().tolist()}")
 
 
+@hidden(probes.bits_hidden)
 def bits_hidden(d: dict) -> None:
+    """random logits against an independent computation, images of another size, numerical safety at large logits"""
     logits, x, small_logits, small_x = probes.bits_hidden_inputs()
     got = tensor(d["random"], "bits_per_dim(logits, x)")
     require(got.shape == (5,), f"a batch of 5 images should give shape (5,), got {tuple(got.shape)}")
@@ -185,34 +184,18 @@ def bits_hidden(d: dict) -> None:
 
 # -- the unit ----------------------------------------------------------------------------------
 
-FOUNDATIONS = "gencore.foundations"
-
 UNIT = Unit(
     assignment="autoregressive",
-    notebook="autoregressive",
+    library=LIBRARY,
     chapter="book/autoregressive.html",
-    probes=Path(probes.__file__),
     pieces=(
-        Piece("gaussian_nll", "The Gaussian negative log-likelihood", "book/foundations.html#maximum-likelihood", (
-            Check("test_gaussian_nll_visible", 1, True, nll_visible,
-                  "the chapter's worked example (2, 3, 5) at its maximum-likelihood fit, and x = 0 under N(0, 1)"),
-            Check("test_gaussian_nll_hidden", 2, False, nll_hidden,
-                  "random data at several (mu, var) against torch.distributions, and the gradients in mu and var"),
-        ), forbidden=(f"{FOUNDATIONS}.gaussian_nll", f"{FOUNDATIONS}.gaussian_log_prob")),
-        Piece("gaussian_mle", "The Gaussian maximum-likelihood fit", "book/foundations.html#worked-example-a-gaussian-fitted-to-three-points", (
-            Check("test_gaussian_mle_visible", 1, True, mle_visible, "the worked example: mu = 10/3, sigma^2 = 14/9"),
-            Check("test_gaussian_mle_hidden", 2, False, mle_hidden,
-                  "1000 random points against numpy, a zero NLL gradient at the estimate, constant data, two points"),
-        ), forbidden=(f"{FOUNDATIONS}.gaussian_mle",)),
-        Piece("causal_conv_mask", "The mask of a masked convolution", "pixelcnn-masked-convolutions", (
-            Check("test_causal_conv_mask_visible", 1, True, mask_visible, "the 3x3 masks of type A and B"),
-            Check("test_causal_conv_mask_hidden", 2, False, mask_hidden,
-                  "both types at kernel sizes 1 to 7 against the raster-order rule, and no information leak in a PixelCNN built with your masks"),
-        ), forbidden=(f"{probes.LIBRARY}.causal_conv_mask",)),
-        Piece("bits_per_dim", "Bits per dimension", "likelihood-on-held-out-digits-and-samples", (
-            Check("test_bits_per_dim_visible", 1, True, bits_visible, "a fair coin per pixel costs 1 bit, and a 2x2 example"),
-            Check("test_bits_per_dim_hidden", 2, False, bits_hidden,
-                  "random logits against an independent computation, images of another size, numerical safety at large logits"),
-        ), forbidden=(f"{probes.LIBRARY}.bits_per_dim", f"{probes.LIBRARY}.negative_log_likelihood")),
+        Piece("gaussian_nll", "The Gaussian negative log-likelihood", "book/foundations.html#maximum-likelihood",
+              (nll_visible, nll_hidden), forbidden=(f"{FOUNDATIONS}.gaussian_nll", f"{FOUNDATIONS}.gaussian_log_prob")),
+        Piece("gaussian_mle", "The Gaussian maximum-likelihood fit", "book/foundations.html#worked-example-a-gaussian-fitted-to-three-points",
+              (mle_visible, mle_hidden), forbidden=(f"{FOUNDATIONS}.gaussian_mle",)),
+        Piece("causal_conv_mask", "The mask of a masked convolution", "pixelcnn-masked-convolutions", (mask_visible, mask_hidden),
+              forbidden=(f"{LIBRARY}.causal_conv_mask",)),
+        Piece("bits_per_dim", "Bits per dimension", "likelihood-on-held-out-digits-and-samples", (bits_visible, bits_hidden),
+              forbidden=(f"{LIBRARY}.bits_per_dim", f"{LIBRARY}.negative_log_likelihood")),
     ),
 )

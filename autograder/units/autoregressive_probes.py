@@ -1,16 +1,15 @@
 """Sandbox side of the autoregressive assignment's checks: call the student's functions on the
 grader's inputs and return what they produced (tensors, numbers), deciding nothing.
 
-Each function is named after a test cell of ``solutions/autoregressive/autoregressive.ipynb``.
-The verdicts, references and tolerances live in ``autograder/units/autoregressive.py``, outside
-the sandbox; the inputs come from the ``*_inputs`` functions below, which both sides call.
+Each probe is declared with its verdict in ``autograder/units/autoregressive.py``. It runs in the
+sandboxed child, gets the student's namespace and gencore's own ``autoregressive`` functions
+(``ref``); the verdicts, references and tolerances never enter the sandbox. The inputs come from
+the ``*_inputs`` functions below, which both sides call, so both see the same numbers.
 """
 
 from __future__ import annotations
 
 import torch
-
-LIBRARY = "gencore.autoregressive"  # the module whose functions the probes pass as `ref`
 
 THREE_POINTS = (2.0, 3.0, 5.0)  # the chapter's worked example: mu = 10/3, sigma^2 = 14/9
 NLL_PARAMETERS = ((0.0, 1.0), (1.5, 0.3), (-2.0, 4.0))  # (mu, var) pairs of the hidden NLL check
@@ -39,24 +38,16 @@ BIG_X = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
 BIG_LOGITS = torch.tensor([[[[100.0, -100.0], [-100.0, 100.0]]]])  # two pixels certain, two certainly wrong
 
 
-def _number(value):
-    """A float from a tensor or number the student returned (None when it is neither)."""
-    try:
-        return float(value)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 # -- part 1: gaussian_nll ----------------------------------------------------------------------
 
 
-def test_gaussian_nll_visible(student, ref):
+def nll_visible(student, ref):
     nll = student["gaussian_nll"]
     x = torch.tensor(THREE_POINTS)
     return {"worked": nll(x, 10 / 3, 14 / 9), "standard": nll(torch.tensor([0.0]), 0.0, 1.0)}
 
 
-def test_gaussian_nll_hidden(student, ref):
+def nll_hidden(student, ref):
     nll = student["gaussian_nll"]
     x = nll_hidden_inputs()
     values, grads = [], []
@@ -72,12 +63,12 @@ def test_gaussian_nll_hidden(student, ref):
 # -- part 2: gaussian_mle ----------------------------------------------------------------------
 
 
-def test_gaussian_mle_visible(student, ref):
+def mle_visible(student, ref):
     mu, var = student["gaussian_mle"](torch.tensor(THREE_POINTS))
     return {"mu": mu, "var": var}
 
 
-def test_gaussian_mle_hidden(student, ref):
+def mle_hidden(student, ref):
     mle = student["gaussian_mle"]
     x, constant = mle_hidden_inputs()
     mu, var = mle(x)
@@ -89,12 +80,12 @@ def test_gaussian_mle_hidden(student, ref):
 # -- part 3: causal_conv_mask ------------------------------------------------------------------
 
 
-def test_causal_conv_mask_visible(student, ref):
+def mask_visible(student, ref):
     mask = student["causal_conv_mask"]
     return {"A": mask(3, "A"), "B": mask(3, "B")}
 
 
-def test_causal_conv_mask_hidden(student, ref):
+def mask_hidden(student, ref):
     mask = student["causal_conv_mask"]
     return {"masks": [mask(k, t) for k, t in MASK_CASES]}
 
@@ -102,14 +93,14 @@ def test_causal_conv_mask_hidden(student, ref):
 # -- part 4: bits_per_dim ----------------------------------------------------------------------
 
 
-def test_bits_per_dim_visible(student, ref):
+def bits_visible(student, ref):
     bits = student["bits_per_dim"]
     x = torch.bernoulli(torch.full((3, 1, 8, 8), 0.5), generator=torch.Generator().manual_seed(0))
     two_by_two = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
     return {"coin": bits(torch.zeros(3, 1, 8, 8), x), "small": bits(torch.full((1, 1, 2, 2), 4.0).log(), two_by_two)}
 
 
-def test_bits_per_dim_hidden(student, ref):
+def bits_hidden(student, ref):
     bits = student["bits_per_dim"]
     logits, x, small_logits, small_x = bits_hidden_inputs()
     return {"random": bits(logits, x), "small": bits(small_logits, small_x), "big": bits(BIG_LOGITS, BIG_X)}

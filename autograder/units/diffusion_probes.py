@@ -1,19 +1,17 @@
 """Sandbox side of the diffusion checks: call the student's functions on the grader's inputs.
 
-Each function here is named after an nbgrader test cell of ``solutions/diffusion/diffusion.ipynb``.
-It runs in the sandboxed child (or, for a hidden-test cell, in the notebook through
-``run_in_notebook``), gets the student's namespace and gencore's own ``diffusion`` functions
-(``ref``), and returns only what the student's code produced. It decides nothing; the verdicts,
-with the reference values and tolerances, live in ``autograder/units/diffusion.py``. The inputs
-are built by the functions at the top, which the grader calls too, so both sides see the same
-numbers.
+Each probe is declared with its verdict in ``autograder/units/diffusion.py``. It runs in the
+sandboxed child (or, for a hidden-test cell, in the notebook through ``run_in_notebook``), gets
+the student's namespace and gencore's own ``diffusion`` functions (``ref``), and returns only what
+the student's code produced. It decides nothing; the verdicts, with the reference values and
+tolerances, never enter the sandbox. The inputs are built by the functions at the top, which the
+grader calls too, so both sides see the same numbers.
 """
 
 from __future__ import annotations
 
 import torch
 
-LIBRARY = "gencore.diffusion"  # the module whose functions the probes pass as `ref`
 F64 = torch.float64
 
 # -- inputs shared with the grader -------------------------------------------------------------
@@ -53,6 +51,15 @@ def step_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(6, 4, generator=g, dtype=F64), torch.randn(6, 4, generator=g, dtype=F64)
 
 
+DDIM_STOCHASTIC = ((400, 399, 1.0), (400, 150, 0.5), (37, -1, 1.0), (999, 0, 0.3))  # (t, t_prev, eta)
+
+
+def ddim_noise_inputs(eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A perturbed noise prediction and the noise z of a stochastic DDIM step."""
+    g = torch.Generator().manual_seed(19)
+    return eps + 0.3 * torch.randn(6, 4, generator=g, dtype=F64), torch.randn(6, 4, generator=g, dtype=F64)
+
+
 def gaussian_setup(ref):
     schedule = ref.linear_schedule(1000)
     mean, cov = torch.tensor(GAUSS_MEAN), torch.tensor(GAUSS_COV)
@@ -66,12 +73,12 @@ def _x_T() -> torch.Tensor:  # noqa: N802
 # -- part 1: alpha_bar_from_betas --------------------------------------------------------------
 
 
-def test_alpha_bar_from_betas_visible(student, ref):
+def alpha_bar_visible(student, ref):
     f = student["alpha_bar_from_betas"]
     return {"three": f(torch.tensor(VISIBLE_BETAS)), "linear": f(torch.linspace(1e-4, 0.02, 1000))}
 
 
-def test_alpha_bar_from_betas_hidden(student, ref):
+def alpha_bar_hidden(student, ref):
     f = student["alpha_bar_from_betas"]
     betas = random_betas()
     before = betas.clone()
@@ -87,7 +94,7 @@ def test_alpha_bar_from_betas_hidden(student, ref):
 # -- part 2: q_sample ------------------------------------------------------------------------
 
 
-def test_q_sample_visible(student, ref):
+def q_sample_visible(student, ref):
     q_sample = student["q_sample"]
     alpha_bar = torch.tensor(VISIBLE_ALPHA_BAR)
     x0, t = torch.tensor([[1.0, 2.0], [3.0, 4.0], [-1.0, 0.0]]), torch.tensor([0, 1, 2])
@@ -97,7 +104,7 @@ def test_q_sample_visible(student, ref):
     }
 
 
-def test_q_sample_hidden(student, ref):
+def q_sample_hidden(student, ref):
     q_sample = student["q_sample"]
     schedule = ref.linear_schedule(1000)
     x0, t, noise, images, image_t, image_noise = q_sample_inputs()
@@ -117,7 +124,7 @@ def test_q_sample_hidden(student, ref):
 # -- part 3: diffusion_loss ------------------------------------------------------------------
 
 
-def test_diffusion_loss_visible(student, ref):
+def loss_visible(student, ref):
     loss_fn = student["diffusion_loss"]
     schedule = ref.linear_schedule(1000)
     x0, t, noise = loss_inputs()
@@ -126,7 +133,7 @@ def test_diffusion_loss_visible(student, ref):
     return {"zero": zero, "perfect": perfect}
 
 
-def test_diffusion_loss_hidden(student, ref):
+def loss_hidden(student, ref):
     loss_fn = student["diffusion_loss"]
     schedule = ref.linear_schedule(1000)
     x0, t, noise = loss_inputs()
@@ -163,7 +170,7 @@ def _loss_gradient(loss_fn, ref, schedule, x0, t, noise):
 # -- part 4: ddpm_step -----------------------------------------------------------------------
 
 
-def test_ddpm_step_visible(student, ref):
+def ddpm_visible(student, ref):
     step = student["ddpm_step"]
     schedule = ref.linear_schedule(1000, dtype=F64)
     x0, eps = step_inputs()
@@ -176,7 +183,7 @@ def test_ddpm_step_visible(student, ref):
     }
 
 
-def test_ddpm_step_hidden(student, ref):
+def ddpm_hidden(student, ref):
     step = student["ddpm_step"]
     schedule64 = ref.linear_schedule(1000, dtype=F64)
     x0, eps = step_inputs()
@@ -194,7 +201,7 @@ def test_ddpm_step_hidden(student, ref):
 # -- part 5: ddim_step -----------------------------------------------------------------------
 
 
-def test_ddim_step_visible(student, ref):
+def ddim_visible(student, ref):
     step = student["ddim_step"]
     schedule = ref.linear_schedule(1000, dtype=F64)
     x0, eps = step_inputs()
@@ -202,15 +209,13 @@ def test_ddim_step_visible(student, ref):
     return {"to_data": step(x_t, 500, -1, eps, schedule.alpha_bar), "to_200": step(x_t, 500, 200, eps, schedule.alpha_bar)}
 
 
-def test_ddim_step_hidden(student, ref):
+def ddim_hidden(student, ref):
     step = student["ddim_step"]
     schedule64 = ref.linear_schedule(1000, dtype=F64)
     x0, eps = step_inputs()
-    g = torch.Generator().manual_seed(19)
-    eps_guess = eps + 0.3 * torch.randn(6, 4, generator=g, dtype=F64)
-    z = torch.randn(6, 4, generator=g, dtype=F64)
+    eps_guess, z = ddim_noise_inputs(eps)
     stochastic = {}
-    for t, t_prev, eta in ((400, 399, 1.0), (400, 150, 0.5), (37, -1, 1.0), (999, 0, 0.3)):
+    for t, t_prev, eta in DDIM_STOCHASTIC:
         x_t = ref.q_sample(x0, torch.full((6,), t), eps, schedule64.alpha_bar)
         stochastic[f"{t},{t_prev},{eta}"] = step(x_t, t, t_prev, eps_guess, schedule64.alpha_bar, eta=eta, noise=z)
     schedule, eps_model = gaussian_setup(ref)

@@ -1,18 +1,16 @@
 """Sandbox side of the GAN checks: call the student's functions on the grader's inputs.
 
-Each function here is named after an nbgrader test cell of ``solutions/gan/gan.ipynb``. It runs
-in the sandboxed child (or in the notebook, through ``run_in_notebook``), gets the student's
-namespace and gencore's own ``gan`` functions (``ref``), and returns only what the student's
-code produced. It decides nothing; the verdicts, with the references (scipy, closed forms,
-autograd) and tolerances, live in ``autograder/units/gan.py``. The inputs are built by the
-functions at the top, which the grader calls too, so both sides see the same numbers.
+Each probe is declared with its verdict in ``autograder/units/gan.py``. It runs in the sandboxed
+child (or in the notebook, through ``run_in_notebook``), gets the student's namespace and
+gencore's own ``gan`` functions (``ref``), and returns only what the student's code produced. It
+decides nothing; the verdicts, with the references (scipy, closed forms, autograd) and
+tolerances, never enter the sandbox. The inputs are built by the functions at the top, which the
+grader calls too, so both sides see the same numbers.
 """
 
 from __future__ import annotations
 
 import torch
-
-LIBRARY = "gencore.gan"  # the module whose functions the probes pass as `ref`
 
 f64 = dict(dtype=torch.float64)
 
@@ -63,7 +61,7 @@ def _grad(fn, *tensors):
 # -- part 1: the discriminator's loss -----------------------------------------------------------
 
 
-def test_discriminator_loss_visible(student, ref):
+def discriminator_visible(student, ref):
     loss = student["discriminator_loss"]
     return {
         "at_zero": loss(torch.zeros(5), torch.zeros(5)),
@@ -72,7 +70,7 @@ def test_discriminator_loss_visible(student, ref):
     }
 
 
-def test_discriminator_loss_hidden(student, ref):
+def discriminator_hidden(student, ref):
     loss = student["discriminator_loss"]
     real, fake = logits_inputs()
     value, (grad_real, grad_fake) = _grad(loss, real, fake)
@@ -83,13 +81,13 @@ def test_discriminator_loss_hidden(student, ref):
 # -- part 2: the non-saturating generator loss --------------------------------------------------
 
 
-def test_generator_loss_nonsaturating_visible(student, ref):
+def generator_visible(student, ref):
     loss = student["generator_loss_nonsaturating"]
     value, (grad,) = _grad(loss, torch.tensor([-10.0, -10.0]))
     return {"at_zero": loss(torch.zeros(4)), "value_rejected": value, "grad_rejected": grad}
 
 
-def test_generator_loss_nonsaturating_hidden(student, ref):
+def generator_hidden(student, ref):
     loss = student["generator_loss_nonsaturating"]
     _, fake = logits_inputs()
     value, (grad,) = _grad(loss, fake)
@@ -99,7 +97,7 @@ def test_generator_loss_nonsaturating_hidden(student, ref):
 # -- part 3: Jensen-Shannon ---------------------------------------------------------------------
 
 
-def test_js_divergence_visible(student, ref):
+def js_visible(student, ref):
     js = student["js_divergence"]
     return {
         "same": js(torch.tensor([0.2, 0.3, 0.5]), torch.tensor([0.2, 0.3, 0.5])),
@@ -108,7 +106,7 @@ def test_js_divergence_visible(student, ref):
     }
 
 
-def test_js_divergence_hidden(student, ref):
+def js_hidden(student, ref):
     js = student["js_divergence"]
     p, q = js_inputs()
     disjoint = js(torch.tensor([0.5, 0.5, 0.0, 0.0], **f64), torch.tensor([0.0, 0.0, 0.1, 0.9], **f64))
@@ -118,12 +116,12 @@ def test_js_divergence_hidden(student, ref):
 # -- part 4: the optimal discriminator ----------------------------------------------------------
 
 
-def test_optimal_discriminator_visible(student, ref):
+def optimal_visible(student, ref):
     d = student["optimal_discriminator"]
     return {"out": d(torch.tensor([0.2, 0.6, 0.3]), torch.tensor([0.2, 0.2, 0.0]))}
 
 
-def test_optimal_discriminator_hidden(student, ref):
+def optimal_hidden(student, ref):
     d = student["optimal_discriminator"]
     x = density_grid()
     normal = torch.distributions.Normal
@@ -135,7 +133,7 @@ def test_optimal_discriminator_hidden(student, ref):
 # -- part 5: Wasserstein-1 in one dimension -----------------------------------------------------
 
 
-def test_wasserstein1_1d_visible(student, ref):
+def w1_visible(student, ref):
     w1 = student["wasserstein1_1d"]
     return {
         "shift": w1(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([5.0, 6.0, 7.0])),
@@ -143,7 +141,7 @@ def test_wasserstein1_1d_visible(student, ref):
     }
 
 
-def test_wasserstein1_1d_hidden(student, ref):
+def w1_hidden(student, ref):
     w1 = student["wasserstein1_1d"]
     x, y = w1_inputs()
     a, b = lp_inputs()
@@ -153,7 +151,7 @@ def test_wasserstein1_1d_hidden(student, ref):
 # -- part 6: the gradient penalty ---------------------------------------------------------------
 
 
-def test_gradient_penalty_visible(student, ref):
+def gp_visible(student, ref):
     penalty_fn = student["gradient_penalty"]
     w = torch.tensor([3.0, 4.0], requires_grad=True)
     g = torch.Generator().manual_seed(15)
@@ -163,7 +161,7 @@ def test_gradient_penalty_visible(student, ref):
     return {"penalty": penalty, "grad_w": grad}
 
 
-def test_gradient_penalty_hidden(student, ref):
+def gp_hidden(student, ref):
     penalty_fn = student["gradient_penalty"]
     u = torch.tensor(GP_DIRECTION, **f64)
     a = torch.tensor(1.0, **f64, requires_grad=True)

@@ -1,44 +1,32 @@
-"""Grader side of the language-model assignment: references and verdicts, never in the sandbox.
+"""The language-model assignment's checks: declarations, references and verdicts. Never in the sandbox.
 
-The visible checks mirror the visible test cells of ``solutions/lm/lm.ipynb``; the hidden checks
-exist only here (the notebook's hidden cells call :func:`autograder.units.run_in_notebook`), so
-plain ``nbgrader autograde`` and the sandboxed grader run the same hidden tests. References are
-independent of the student's code and of the library's: log-probabilities by a brute-force loop
-with one model call per token, conditionals multiplied out from the tables of tiny models,
-counting by hand, and the Metropolis-Hastings formula written on whole sequences.
+Each check is declared once, on its verdict (``@visible(probe)`` / ``@hidden(probe)``; the
+docstring is what students read); ``release`` writes the grade_ids, points and hidden cells of
+``solutions/lm/lm.ipynb`` from here. The visible checks mirror the notebook's readable asserts;
+the hidden ones exist only here. The student's process only produces data (``lm_probes.py``);
+every comparison below runs in the grader's process, against references independent of the
+student's code and of the library's: log-probabilities by a brute-force loop with one model call
+per token, conditionals multiplied out from the tables of tiny models, counting by hand, and the
+Metropolis-Hastings formula written on whole sequences.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from gencore import lm, sampling, tasks
 
-from autograder.units import Check, CheckFailed, Piece, Unit, require
+from autograder.spec import Piece, Unit, hidden, visible
 from autograder.units import lm_probes as probes
+from autograder.verdicts import assert_close, close, require, scalar, tensor
 
 ALPHA = probes.ALPHA
 # Empirical TV of N_CHAINS draws over K outcomes has mean at most 1/2 sqrt(K / N) (0.024 for
 # K = 8 or 27 and N = 4000 is at most 0.041); 0.06 leaves room for noise, a plain mistake is far above
 TV_TOLERANCE = 0.06
-
-
-def tensor(value, what: str) -> torch.Tensor:
-    """The student's array as a float64 tensor; anything that is not a tensor fails the check."""
-    if not isinstance(value, np.ndarray):
-        kind = f"an object of type {value['__object__']}" if isinstance(value, dict) and "__object__" in value else type(value).__name__
-        raise CheckFailed(f"{what} should return a tensor, got {kind}")
-    return torch.from_numpy(np.array(value, dtype=np.float64))
-
-
-def scalar(value, what: str) -> float:
-    t = tensor(value, what)
-    require(t.numel() == 1, f"{what} should be a single number (a 0-d tensor), got shape {tuple(t.shape)}")
-    return t.item()
 
 
 # -- exact references, by hand -----------------------------------------------------------------
@@ -116,7 +104,9 @@ def mh_formula(lp_new, lp_old, lq_new, lq_old, alpha: float) -> np.ndarray:
 # -- part 1: sequence_logprob ------------------------------------------------------------------
 
 
+@visible(probes.logprob_visible)
 def logprob_visible(d: dict) -> None:
+    """three completions on a tabular model whose conditionals are known, one after a two-token prompt"""
     cases = (("100", math.log(0.4 * 0.95 * 0.95), "'100' after '='"), ("0", math.log(0.6), "'0' after '='"),
              ("two_token_prompt", math.log(0.4 * 0.95), "'10' after the prompt '+='"))
     for key, expected, what in cases:
@@ -126,7 +116,10 @@ def logprob_visible(d: dict) -> None:
                 "completion's tokens only, the logits at position t scoring the token at t + 1")
 
 
+@hidden(probes.logprob_hidden)
 def logprob_hidden(d: dict) -> None:
+    """a random and the trained GPT against a loop with one model call per token (a sequence that fills
+    the context included), the gradient, a second tabular model"""
     models = {"random": probes.small_gpt(), "base": lm.load_base_model("cpu")}
     for name, model in models.items():
         got = d[name]
@@ -144,7 +137,7 @@ def logprob_hidden(d: dict) -> None:
     total = sum(torch.log_softmax(model(torch.tensor([ids[:t]]))[0][0, -1], -1)[ids[t]] for t in range(n_prompt, len(ids)))
     total.backward()
     grad = tensor(d["grad"], "the gradient of sequence_logprob")
-    require(grad.shape == model.head.weight.shape and torch.allclose(grad, model.head.weight.grad.double(), atol=1e-4),
+    require(close(grad, model.head.weight.grad, atol=1e-4),
             "gradients do not flow through sequence_logprob as they should: keep it in torch, without no_grad or .item()")
     table = probes.random_table(sampling)
     for y, value in zip(("012", "2", "21"), d["table"]):
@@ -156,14 +149,18 @@ def logprob_hidden(d: dict) -> None:
 # -- part 2: majority_vote ---------------------------------------------------------------------
 
 
+@visible(probes.vote_visible)
 def vote_visible(d: dict) -> None:
+    """three completions, two with one answer; a single one"""
     require(d["picked"] == "68,135.",
             f"of {list(probes.VOTE_VISIBLE)} the answer 135 is given twice: expected '68,135.' (the first completion "
             f"with it), got {d['picked']!r}; vote on final answers (tasks.extract_answer), not on whole strings")
     require(d["single"] == "42.", f"a single completion wins its own vote: expected '42.', got {d['single']!r}")
 
 
+@hidden(probes.vote_hidden)
 def vote_hidden(d: dict) -> None:
+    """ties, completions without an answer, nobody answering, answers written differently"""
     got = d["picked"]
     require(isinstance(got, list) and len(got) == len(probes.VOTE_HIDDEN), "majority_vote returned nothing")
     for case, value in zip(probes.VOTE_HIDDEN, got):
@@ -176,20 +173,21 @@ def vote_hidden(d: dict) -> None:
 
 
 def _probs(value, expected: torch.Tensor, what: str) -> None:
-    got = tensor(value, "low_temperature_probs")
-    require(got.shape == expected.shape, f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}")
-    require(bool(torch.isfinite(got).all()), f"{what}: the probabilities are not all finite (nan or inf)")
-    require(torch.allclose(got, expected, atol=1e-5), f"{what}: expected {expected.numpy().round(5).tolist()}, "
-                                                      f"got {got.numpy().round(5).tolist()}")
+    assert_close(value, expected, f"low_temperature_probs: {what}", atol=1e-5)
 
 
+@visible(probes.temperature_visible)
 def temperature_visible(d: dict) -> None:
+    """p = (0.5, 0.3, 0.2) at alpha = 2 and 1"""
     p = torch.tensor([[0.5, 0.3, 0.2]], dtype=torch.float64)
     _probs(d["alpha2"], p**2 / (p**2).sum(), "p = (0.5, 0.3, 0.2) at alpha = 2 (p^2 renormalised)")
     _probs(d["alpha1"], p, "alpha = 1 gives back p")
 
 
+@hidden(probes.temperature_hidden)
 def temperature_hidden(d: dict) -> None:
+    """random logits at three alphas, very large logits, a large alpha, -inf logits, and the law of
+    sequences sampled with your conditionals against the exact low-temperature law"""
     x = probes.temperature_inputs()
     for alpha, value in zip(x["alphas"], d["random"]):
         _probs(value, tempered(x["random"], alpha), f"random logits at alpha = {alpha}")
@@ -205,23 +203,28 @@ def temperature_hidden(d: dict) -> None:
 # -- part 4: mh_log_acceptance -----------------------------------------------------------------
 
 
+@visible(probes.mh_visible)
 def mh_visible(d: dict) -> None:
+    """a worse proposal, and a proposal equal to the current state"""
     got = tensor(d["log_a"], "mh_log_acceptance")
     v = probes.MH_VISIBLE
     expected = torch.tensor([2.0 * (-2.0 + 1.0) + (-1.5 + 3.0), 0.0], dtype=torch.float64)
     require(got.shape == (2,), f"one value per chain expected, shape (2,); got {tuple(got.shape)}")
-    require(torch.allclose(got, expected, atol=1e-5),
+    require(close(got, expected, atol=1e-5),
             f"with log p(x') = {v['logp_proposal']}, log p(x) = {v['logp_current']}, log q(x'|x) = {v['logq_proposal']}, "
             f"log q(x|x') = {v['logq_current']} and alpha = 2, log A should be {expected.tolist()}, got {got.tolist()}")
 
 
+@hidden(probes.mh_hidden, description=(
+    "50 random moves against the formula on whole-sequence ratios, and power sampling with your "
+    f"acceptance on a model small enough to enumerate: within total variation {TV_TOLERANCE} of p^alpha"))
 def mh_hidden(d: dict) -> None:
+    # the description is given above rather than as a docstring: it states TV_TOLERANCE
     x = {k: v.numpy() for k, v in probes.mh_hidden_inputs().items()}
     for alpha, value in zip((1.0, ALPHA), d["formula"]):
         expected = torch.from_numpy(mh_formula(x["logp_proposal"], x["logp_current"], x["logq_proposal"],
                                                x["logq_current"], alpha))
-        got = tensor(value, "mh_log_acceptance")
-        require(got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5),
+        require(close(tensor(value, "mh_log_acceptance"), expected, atol=1e-5),
                 f"on 50 random moves at alpha = {alpha}, log A differs from log min(1, [p(x')/p(x)]^alpha q(x|x')/q(x'|x)) "
                 "(the logarithm of a probability is never above 0)")
     seqs, _, power, low = table_laws(probes.random_table(sampling), ALPHA)
@@ -234,35 +237,18 @@ def mh_hidden(d: dict) -> None:
 
 UNIT = Unit(
     assignment="lm",
-    notebook="lm",
+    library="gencore.sampling",
     chapter="book/lm.html",
-    probes=Path(probes.__file__),
     pieces=(
-        Piece("sequence_logprob", "The log-probability of a completion", "a-language-model-is-an-autoregressive-model", (
-            Check("test_sequence_logprob_visible", 1, True, logprob_visible,
-                  "three completions on a tabular model whose conditionals are known, one after a two-token prompt"),
-            Check("test_sequence_logprob_hidden", 2, False, logprob_hidden,
-                  "a random and the trained GPT against a loop with one model call per token (a sequence that fills "
-                  "the context included), the gradient, a second tabular model"),
-        ), forbidden=("gencore.lm.sequence_logprob", "gencore.lm.token_logprobs")),
-        Piece("majority_vote", "Majority vote over final answers", "repeated-sampling-and-majority-vote", (
-            Check("test_majority_vote_visible", 1, True, vote_visible, "three completions, two with one answer; a single one"),
-            Check("test_majority_vote_hidden", 2, False, vote_hidden,
-                  "ties, completions without an answer, nobody answering, answers written differently"),
-        ), forbidden=("gencore.sampling.majority_vote",)),
+        Piece("sequence_logprob", "The log-probability of a completion", "a-language-model-is-an-autoregressive-model",
+              (logprob_visible, logprob_hidden), forbidden=("gencore.lm.sequence_logprob", "gencore.lm.token_logprobs")),
+        Piece("majority_vote", "Majority vote over final answers", "repeated-sampling-and-majority-vote",
+              (vote_visible, vote_hidden), forbidden=("gencore.sampling.majority_vote",)),
         Piece("low_temperature_probs", "The next-token distribution at temperature 1/alpha",
-              "the-power-distribution-is-not-low-temperature-sampling", (
-            Check("test_low_temperature_probs_visible", 1, True, temperature_visible, "p = (0.5, 0.3, 0.2) at alpha = 2 and 1"),
-            Check("test_low_temperature_probs_hidden", 2, False, temperature_hidden,
-                  "random logits at three alphas, very large logits, a large alpha, -inf logits, and the law of "
-                  "sequences sampled with your conditionals against the exact low-temperature law"),
-        ), forbidden=("gencore.lm.next_token_distribution",)),
+              "the-power-distribution-is-not-low-temperature-sampling", (temperature_visible, temperature_hidden),
+              forbidden=("gencore.lm.next_token_distribution",)),
         Piece("mh_log_acceptance", "The Metropolis-Hastings acceptance of power sampling",
-              "power-sampling-by-metropolis-hastings", (
-            Check("test_mh_log_acceptance_visible", 1, True, mh_visible, "a worse proposal, and a proposal equal to the current state"),
-            Check("test_mh_log_acceptance_hidden", 2, False, mh_hidden,
-                  "50 random moves against the formula on whole-sequence ratios, and power sampling with your "
-                  f"acceptance on a model small enough to enumerate: within total variation {TV_TOLERANCE} of p^alpha"),
-        ), forbidden=("gencore.sampling.mh_log_acceptance",)),
+              "power-sampling-by-metropolis-hastings", (mh_visible, mh_hidden),
+              forbidden=("gencore.sampling.mh_log_acceptance",)),
     ),
 )

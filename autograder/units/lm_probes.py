@@ -1,16 +1,15 @@
-"""Sandbox side of the language-model assignment's checks: call the student's functions on the
-grader's inputs and return what they produced (tensors, numbers, strings), deciding nothing.
+"""Sandbox side of the language-model checks: call the student's functions on the grader's inputs.
 
-Each function is named after a test cell of ``solutions/lm/lm.ipynb``. The verdicts, references
-and tolerances live in ``autograder/units/lm.py``, outside the sandbox; the inputs come from the
-functions and constants below, which both sides use.
+Each probe is declared with its verdict in ``autograder/units/lm.py``. It runs in the sandboxed
+child, gets the student's namespace and gencore's own ``sampling`` functions (``ref``), and
+returns only what the student's code produced (tensors, numbers, strings), deciding nothing; the
+verdicts, references and tolerances never enter the sandbox. The inputs come from the functions
+and constants below, which the grader uses too, so both sides see the same numbers.
 """
 
 from __future__ import annotations
 
 import torch
-
-LIBRARY = "gencore.sampling"  # the module whose functions the probes pass as `ref`
 
 ALPHA = 4.0
 N_CHAINS = 4000  # chains (or samples) of the exact-enumeration checks
@@ -85,23 +84,16 @@ def mh_hidden_inputs() -> dict:
             for name in ("logp_proposal", "logp_current", "logq_proposal", "logq_current")}
 
 
-def _number(value):
-    try:
-        return float(value)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 # -- part 1: sequence_logprob ------------------------------------------------------------------
 
 
-def test_sequence_logprob_visible(student, ref):
+def logprob_visible(student, ref):
     logprob = student["sequence_logprob"]
     trap = trap_model(ref)
     return {"100": logprob(trap, "=", "100"), "0": logprob(trap, "=", "0"), "two_token_prompt": logprob(trap, "+=", "10")}
 
 
-def test_sequence_logprob_hidden(student, ref):
+def logprob_hidden(student, ref):
     from gencore import lm
 
     logprob = student["sequence_logprob"]
@@ -120,12 +112,12 @@ def test_sequence_logprob_hidden(student, ref):
 # -- part 2: majority_vote ---------------------------------------------------------------------
 
 
-def test_majority_vote_visible(student, ref):
+def vote_visible(student, ref):
     vote = student["majority_vote"]
     return {"picked": vote(list(VOTE_VISIBLE)), "single": vote(["42."])}
 
 
-def test_majority_vote_hidden(student, ref):
+def vote_hidden(student, ref):
     vote = student["majority_vote"]
     return {"picked": [vote(list(case)) for case in VOTE_HIDDEN]}
 
@@ -133,13 +125,13 @@ def test_majority_vote_hidden(student, ref):
 # -- part 3: low_temperature_probs ---------------------------------------------------------------
 
 
-def test_low_temperature_probs_visible(student, ref):
+def temperature_visible(student, ref):
     probs = student["low_temperature_probs"]
     logits = torch.tensor([[0.5, 0.3, 0.2]]).log()
     return {"alpha2": probs(logits, 2.0), "alpha1": probs(logits, 1.0)}
 
 
-def test_low_temperature_probs_hidden(student, ref):
+def temperature_hidden(student, ref):
     probs = student["low_temperature_probs"]
     x = temperature_inputs()
     out = {"random": [probs(x["random"], a) for a in x["alphas"]], "large": probs(x["large"], ALPHA),
@@ -154,13 +146,13 @@ def test_low_temperature_probs_hidden(student, ref):
 # -- part 4: mh_log_acceptance -----------------------------------------------------------------
 
 
-def test_mh_log_acceptance_visible(student, ref):
+def mh_visible(student, ref):
     accept = student["mh_log_acceptance"]
     args = {k: torch.tensor(v) for k, v in MH_VISIBLE.items() if k != "alpha"}
     return {"log_a": accept(**args, alpha=MH_VISIBLE["alpha"])}
 
 
-def test_mh_log_acceptance_hidden(student, ref):
+def mh_hidden(student, ref):
     accept = student["mh_log_acceptance"]
     x = mh_hidden_inputs()
     out = {"formula": [accept(x["logp_proposal"], x["logp_current"], x["logq_proposal"], x["logq_current"], a)

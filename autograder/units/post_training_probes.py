@@ -1,16 +1,15 @@
-"""Sandbox side of the post-training assignment's checks: call the student's functions on the
-grader's inputs and return what they produced, deciding nothing.
+"""Sandbox side of the post-training checks: call the student's functions on the grader's inputs.
 
-Each function is named after a test cell of ``solutions/post_training/post_training.ipynb``. The
-verdicts, references and tolerances live in ``autograder/units/post_training.py``, outside the
-sandbox; the inputs come from the functions below, which both sides use.
+Each probe is declared with its verdict in ``autograder/units/post_training.py``. It runs in the
+sandboxed child, gets the student's namespace and gencore's own ``rl`` functions (``ref``), and
+returns only what the student's code produced (tensors, numbers, the name of an exception),
+deciding nothing; the verdicts, references and tolerances never enter the sandbox. The inputs
+come from the functions below, which the grader uses too, so both sides see the same numbers.
 """
 
 from __future__ import annotations
 
 import torch
-
-LIBRARY = "gencore.rl"  # the module whose functions the probes pass as `ref`
 
 
 def _error(call) -> dict:
@@ -91,13 +90,13 @@ def dpo_inputs() -> dict:
 # -- part 1 -----------------------------------------------------------------------------------------
 
 
-def test_kl_regularized_optimum_visible(student, ref):
+def optimum_visible(student, ref):
     f = student["kl_regularized_optimum"]
     p, r = torch.tensor([0.5, 0.25, 0.25]), torch.tensor([0.0, 1.0, 2.0])
     return {"beta1": f(p, r, 1.0), "beta_large": f(p, r, 1e3), "beta_small": f(p, r, 0.1)}
 
 
-def test_kl_regularized_optimum_hidden(student, ref):
+def optimum_hidden(student, ref):
     f = student["kl_regularized_optimum"]
     x = optimum_inputs()
     return {"random": [f(x["ref"], x["rewards"], b) for b in x["betas"]],
@@ -111,13 +110,13 @@ def test_kl_regularized_optimum_hidden(student, ref):
 VISIBLE_REWARDS = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
 
 
-def test_group_advantages_visible(student, ref):
+def advantages_visible(student, ref):
     f = student["group_advantages"]
     r = torch.tensor(VISIBLE_REWARDS)
     return {"advantages": f(r, 4), "equal": f(torch.ones(8), 4), "indivisible": _error(lambda: f(r, 5))}
 
 
-def test_group_advantages_hidden(student, ref):
+def advantages_hidden(student, ref):
     f = student["group_advantages"]
     x = advantage_inputs()
     return {"binary": f(x["binary"], 8), "graded": f(x["graded"], 6), "single_group": f(x["single_group"], 5),
@@ -134,13 +133,13 @@ def _loss_and_grad(f, logprobs, gen, adv, mask, *args):
     return {"loss": loss, "grad": grad}
 
 
-def test_scalerl_loss_visible(student, ref):
+def scalerl_visible(student, ref):
     f = student["scalerl_loss"]
     x = scalerl_visible_inputs()
     return _loss_and_grad(f, x["logprobs"], x["gen_logprobs"], x["advantages"], x["mask"], x["group_size"])
 
 
-def test_scalerl_loss_hidden(student, ref):
+def scalerl_hidden(student, ref):
     f = student["scalerl_loss"]
     x = scalerl_inputs()
     return {f"max_weight_{w:g}": _loss_and_grad(f, x["logprobs"], x["gen_logprobs"], x["advantages"], x["mask"], x["group_size"], w)
@@ -156,12 +155,12 @@ def _visible_pairs():
     return [torch.tensor(v) for v in DPO_VISIBLE[:4]], DPO_VISIBLE[4]
 
 
-def test_dpo_loss_visible(student, ref):
+def dpo_visible(student, ref):
     tensors, beta = _visible_pairs()
     return {"loss": student["dpo_loss"](*tensors, beta)}
 
 
-def test_dpo_loss_hidden(student, ref):
+def dpo_hidden(student, ref):
     f = student["dpo_loss"]
     x = dpo_inputs()
     out = {"random": [f(x["pc"], x["pr"], x["rc"], x["rr"], b) for b in x["betas"]],
@@ -171,12 +170,12 @@ def test_dpo_loss_hidden(student, ref):
     return out
 
 
-def test_dpo_loss_gradient_visible(student, ref):
+def gradient_visible(student, ref):
     tensors, beta = _visible_pairs()
     return {"grads": list(student["dpo_loss_gradient"](*tensors, beta))}
 
 
-def test_dpo_loss_gradient_hidden(student, ref):
+def gradient_hidden(student, ref):
     f = student["dpo_loss_gradient"]
     x = dpo_inputs()
     return {"random": [list(f(x["pc"], x["pr"], x["rc"], x["rr"], b)) for b in x["betas"]],
