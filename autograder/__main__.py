@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     grade_parser.add_argument("--db", default=None, help="gradebook SQLAlchemy URL (default: sqlite in --out)")
     grade_parser.add_argument("--no-sandbox", action="store_true", help="run student code unprotected (trusted code only)")
     grade_parser.add_argument("--scale", default="smoke", help="GENCORE_SCALE while grading (default smoke)")
-    grade_parser.add_argument("--book-url", default=None, help="base URL of the built book for feedback links")
+    grade_parser.add_argument("--book-url", default=None,
+                              help="address of the published book for feedback links (default: html.baseurl in _config.yml)")
+    grade_parser.add_argument("--due", default=None, help="due date, e.g. '2026-12-01 17:00:00 UTC' (with nbgrader's timestamp.txt)")
+    grade_parser.add_argument("--late-penalty", default="none", choices=["none", "zero"],
+                              help="nbgrader's late-submission methods: none records lateness, zero scores late work 0")
     grade_parser.add_argument("--no-progress", action="store_true")
     _add_limits(grade_parser)
 
@@ -61,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         from autograder.grade import grade
 
+        summary: dict = {}
         try:
             records = grade(args.assignment, args.submissions, args.out, workers=args.workers, db=args.db,
                             limits=_limits(args), sandbox=not args.no_sandbox, scale=args.scale,
-                            progress=not args.no_progress, book_url=args.book_url)
-        except SandboxUnavailable as error:
+                            progress=not args.no_progress, book_url=args.book_url, due=args.due,
+                            late_penalty=args.late_penalty, summary=summary)
+        except (SandboxUnavailable, ValueError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -74,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         statuses: dict[str, int] = {}
         for record in records.values():
             statuses[record["status"]] = statuses.get(record["status"], 0) + 1
-        print(f"graded {len(records)} submissions ({', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}); see {args.out}")
+        print(f"{len(records)} submissions: {summary['graded']} graded, {summary['regraded']} re-graded (changed since the last run), "
+              f"{summary['skipped']} unchanged and skipped ({', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}); "
+              f"see {args.out}/report.html")
         return 0
 
     if args.command == "check":

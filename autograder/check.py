@@ -23,7 +23,7 @@ def check(assignment: str, notebook: Path, sandbox: bool = True, limits: Limits 
     grader = Grader(unit, limits or Limits(), sandbox, visible_only=True)
     slot = Slot(0, unit.probes, unit.library, grader.limits, sandbox, grader.scale)
     try:
-        record = grader.grade_one(slot, Job(notebook.stem, notebook))
+        record = grader.grade_one(slot, Job(notebook.stem, {unit.notebook: notebook}))
     finally:
         slot.close()
     hidden = sum(c.points for c in unit.checks() if not c.visible)

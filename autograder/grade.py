@@ -7,14 +7,20 @@ This module orchestrates; each step lives in its own module:
 2. ``sandbox`` and ``worker``: for each graded piece, a sandboxed child forked from a warm worker
    runs those definitions and the piece's probes and sends back plain data (``wire``).
 3. ``judge``: outside the student's process, each declared check's verdict turns that data into
-   points (``units/<unit>.py``, declared as ``spec`` describes).
+   points (``units/<unit>.py``, declared as ``spec`` describes). An assignment with no
+   declaration is a plain nbgrader exercise (``plain``): each notebook runs whole in the sandbox
+   and its test cells score as nbgrader scores them.
 4. ``gradebook`` then ``journal``: each finished submission is committed to the nbgrader
-   gradebook and then appended to the journal; a re-run skips what the journal holds.
+   gradebook and then appended to the journal; a re-run grades again only the submissions whose
+   files, or the assignment's checks, changed since their journal entry.
 5. ``output``: ``grades.csv``, ``feedback/<student>/<notebook>.html`` and ``report.html``.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import inspect
 import os
 import queue
 import tempfile
@@ -24,26 +30,51 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder import output
+
+from autograder import ROOT, output
 from autograder import submissions as subs
 from autograder.assignment import read_source, setup_source, sync_test_cells
 from autograder.gradebook import open_gradebook, record_grades
 from autograder.journal import append_journal, read_journal
 from autograder.judge import piece_result, submission_status
+from autograder.plain import NotebookGrader, load_plain, merge, read_notebook
 from autograder.sandbox import Limits, SandboxUnavailable, Slot, sandbox_problem
 from autograder.spec import Unit
-from autograder.units import load_unit
+from autograder.units import load_unit, names
 from autograder.wire import split_frames
 
 
 @dataclass
 class Job:
     student: str
-    path: Path | None
+    paths: dict[str, Path | None]  # notebook name -> the student's file for it
+    timestamp: str | None = None  # when it was submitted (nbgrader's timestamp.txt)
+
+    @property
+    def path(self) -> Path | None:
+        return next(iter(self.paths.values()), None)
+
+    def digest(self) -> str:
+        """The submitted files' content (and submission time): a change means grading again."""
+        digest = hashlib.sha256((self.timestamp or "").encode())
+        for name, path in sorted(self.paths.items()):
+            digest.update(name.encode())
+            try:
+                digest.update(path.read_bytes() if path is not None else b"<none>")
+            except OSError:
+                digest.update(b"<unreadable>")
+        return digest.hexdigest()
+
+
+def _expected_name(path: Path, notebook: str) -> bool:
+    """The file is the notebook, as named or as an LMS export names it (``<student>_..._<name>``)."""
+    return path.name == f"{notebook}.ipynb" or path.name.endswith(f"_{notebook}.ipynb")
 
 
 @dataclass
 class Grader:
+    """Grades one submission of a declared unit: each piece's probes in a sandboxed child."""
+
     unit: Unit
     limits: Limits = field(default_factory=Limits)
     sandbox: bool = True
@@ -52,17 +83,31 @@ class Grader:
 
     def __post_init__(self):
         self.setup = setup_source(self.unit)
+        self.source = read_source(self.unit)
         self.probe_names = {check.grade_id: check.probe.__name__ for check in self.unit.checks()}
+        digest = hashlib.sha256(self.setup.encode())
+        for module in (inspect.getmodule(self.unit.checks()[0].verdict), inspect.getmodule(self.unit.checks()[0].probe)):
+            digest.update(Path(module.__file__).read_bytes())
+        digest.update(Path(__file__).with_name("verdicts.py").read_bytes())
+        self.digest = digest.hexdigest()
+
+    def slot(self, index: int) -> Slot:
+        return Slot(index, self.unit.probes, self.unit.library, self.limits, self.sandbox, self.scale)
 
     def grade_one(self, slot: Slot | None, job: Job) -> dict:
         started = time.perf_counter()
-        record = {"student": job.student, "file": job.path.name if job.path else None, "notes": [], "pieces": {}}
-        if job.path is None:
+        path = job.paths.get(self.unit.notebook)
+        record = {"student": job.student, "file": path.name if path else None, "notes": [], "pieces": {}}
+        if path is None:
             source = subs.Source([], "missing", [f"no file found for {self.unit.notebook}.ipynb"])
         else:
-            source = subs.read_submission(job.path)
-            if job.path.name != f"{self.unit.notebook}.ipynb" and source.status == "ok":
-                source.notes.append(f"expected {self.unit.notebook}.ipynb, graded {job.path.name}")
+            source = subs.read_submission(path)
+            if not _expected_name(path, self.unit.notebook) and source.status == "ok":
+                source.notes.append(f"expected {self.unit.notebook}.ipynb, graded {path.name}")
+            if source.status == "ok" and path.suffix == ".ipynb":
+                notebook, _ = read_notebook(path)
+                if notebook is not None:  # deleted or edited test cells: the grader ran its own
+                    source.notes += [n for n in merge(self.source, notebook)[1] if n.startswith("the test cell")]
         record["notes"] += source.notes
         code = subs.extract(source.cells, [p.name for p in self.unit.pieces])
         if source.status == "ok":
@@ -88,43 +133,90 @@ class Grader:
             result["checks"] = [c for c in result["checks"] if c["name"] in {x.grade_id for x in checks}]
             result["points"] = sum(c["points"] for c in result["checks"])
             record["pieces"][piece.name] = result
-        record.update(status=submission_status(source.status, [p["status"] for p in record["pieces"].values()]), total=sum(p["points"] for p in record["pieces"].values()),
+        record.update(status=submission_status(source.status, [p["status"] for p in record["pieces"].values()]),
+                      total=sum(p["points"] for p in record["pieces"].values()),
                       max=sum(c["max"] for p in record["pieces"].values() for c in p["checks"]),
                       seconds=time.perf_counter() - started)
         return record
 
 
+def load_target(assignment: str, root: Path = ROOT):
+    """The declared unit, or else the plain nbgrader assignment in ``solutions/<assignment>/``."""
+    if assignment in names():
+        unit = load_unit(assignment)
+        sync_test_cells(unit, read_source(unit, root))  # raises when solutions/ and the declaration disagree
+        return unit
+    if (root / "solutions" / assignment).is_dir():
+        return load_plain(assignment, root)
+    known = sorted({*names(), *(p.name for p in (root / "solutions").glob("*") if p.is_dir())})
+    raise ValueError(f"no assignment {assignment!r}: neither solutions/{assignment}/ nor autograder/units/{assignment}.py "
+                     f"exists; the assignments are {', '.join(known)}")
+
+
+def make_grader(target, limits: Limits, sandbox: bool, scale: str):
+    return Grader(target, limits, sandbox, scale) if isinstance(target, Unit) else NotebookGrader(target, limits, sandbox, scale)
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """A timestamp as nbgrader writes it (``2026-12-01 17:00:00.000000 UTC``) or ISO 8601; naive means UTC."""
+    from nbgrader.utils import parse_utc
+
+    return parse_utc(text.strip())
+
+
+def apply_late_penalty(record: dict, due: datetime.datetime | None, method: str) -> None:
+    """nbgrader's LateSubmissionPlugin: ``none`` records lateness only, ``zero`` scores a late
+    submission 0."""
+    seconds = 0.0
+    if due is not None and record.get("timestamp"):
+        seconds = max(0.0, (parse_time(record["timestamp"]) - due).total_seconds())
+    penalty = record["raw_total"] if (seconds > 0 and method == "zero") else 0.0
+    record.update(late_seconds=seconds, penalty=penalty, total=record["raw_total"] - penalty)
+    if seconds > 0:
+        record["notes"].append(f"submitted {datetime.timedelta(seconds=round(seconds))} after the due date"
+                               + (": scored 0 (late penalty)" if penalty else ""))
+
+
 def grade(  # noqa: PLR0913
     assignment: str, submissions: Path, out: Path, workers: int | None = None, db: str | None = None,
     limits: Limits | None = None, sandbox: bool = True, scale: str = "smoke", progress: bool = True,
-    book_url: str | None = None,
+    book_url: str | None = None, due: str | None = None, late_penalty: str = "none", summary: dict | None = None,
+    root: Path = ROOT,
 ) -> dict[str, dict]:
-    """Grade every submission not yet in ``out``'s journal; returns ``{student: record}``."""
+    """Grade what is new or changed in ``submissions`` since ``out``'s journal; returns
+    ``{student: record}``. ``summary``, if given, receives the counts of graded, re-graded and
+    skipped submissions."""
     from tqdm import tqdm
 
     # nbgrader's add_submission trips SQLAlchemy's autoflush warnings: harmless, and noise here
     warnings.filterwarnings("ignore", module="nbgrader")
     warnings.filterwarnings("ignore", message=".*not in session.*")
 
-    unit = load_unit(assignment)
-    sync_test_cells(unit, read_source(unit))  # raises when solutions/ and the declaration disagree
+    target = load_target(assignment, root)
+    if late_penalty not in ("none", "zero"):
+        raise ValueError(f"--late-penalty is none or zero (nbgrader's two methods), not {late_penalty!r}")
+    deadline = parse_time(due) if due else None
     if sandbox and (problem := sandbox_problem()):
         raise SandboxUnavailable(f"{problem}. Refusing to grade without a sandbox (pass --no-sandbox to run student code unprotected).")
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "journal.jsonl"
     url = db or f"sqlite:///{(out / 'gradebook.db').resolve()}"
+    grader = make_grader(target, limits or Limits(), sandbox, scale)
     with tempfile.TemporaryDirectory(prefix="autograder-") as scratch:
         folder = submissions
         if submissions.is_file():
             folder = subs.unpack(submissions, Path(scratch))
-        found = {student: Job(student, path) for student, path in subs.discover(folder, unit.notebook).items()}
+        found = {student: Job(student, paths, timestamp)
+                 for student, (paths, timestamp) in subs.discover_all(folder, assignment, target.notebooks).items()}
+        digests = {student: job.digest() for student, job in found.items()}
         done = read_journal(journal)
-        gradebook = open_gradebook(url, unit)
+        fresh = {s for s in found if s in done and done[s].get("digest") == digests[s] and done[s].get("checks") == grader.digest}
+        counts = {"graded": 0, "regraded": 0, "skipped": len(fresh)}
+        gradebook = open_gradebook(url, target, duedate=deadline)
         try:
-            for student in sorted(set(done) & set(found)):  # journal ahead of the gradebook (e.g. a new --db)
-                record_grades(gradebook, unit, done[student])
-            todo = [job for student, job in found.items() if student not in done]
-            grader = Grader(unit, limits or Limits(), sandbox, scale)
+            for student in sorted(fresh):  # journal ahead of the gradebook (e.g. a new --db)
+                record_grades(gradebook, target, done[student])
+            todo = [job for student, job in found.items() if student not in fresh]
             workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
             jobs: queue.Queue = queue.Queue()
             for job in todo:
@@ -133,7 +225,7 @@ def grade(  # noqa: PLR0913
             stop = threading.Event()
 
             def work(index: int) -> None:
-                slot = Slot(index, unit.probes, unit.library, grader.limits, sandbox, scale)
+                slot = grader.slot(index)
                 try:
                     while not stop.is_set():
                         try:
@@ -141,7 +233,11 @@ def grade(  # noqa: PLR0913
                         except queue.Empty:
                             return
                         try:
-                            results.put(grader.grade_one(slot, job))
+                            record = grader.grade_one(slot, job)
+                            record.update(digest=digests[job.student], checks=grader.digest, timestamp=job.timestamp,
+                                          raw_total=record["total"])
+                            apply_late_penalty(record, deadline, late_penalty)
+                            results.put(record)
                         except Exception as error:  # noqa: BLE001 (a grader bug must not stop the others)
                             results.put(error)
                 finally:
@@ -150,15 +246,16 @@ def grade(  # noqa: PLR0913
             threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(workers)]
             for thread in threads:
                 thread.start()
-            bar = tqdm(total=len(found), initial=len(found) - len(todo), unit="sub", desc=f"grading {assignment}",
+            bar = tqdm(total=len(found), initial=len(fresh), unit="sub", desc=f"grading {assignment}",
                        disable=not progress, dynamic_ncols=True)
             try:
                 for _ in todo:
                     record = results.get()
                     if isinstance(record, Exception):
                         raise record
-                    record_grades(gradebook, unit, record)  # the gradebook first, then the journal
+                    record_grades(gradebook, target, record)  # the gradebook first, then the journal
                     append_journal(journal, record)
+                    counts["regraded" if record["student"] in done else "graded"] += 1
                     done[record["student"]] = record
                     bar.update(1)
             finally:
@@ -169,5 +266,7 @@ def grade(  # noqa: PLR0913
         finally:
             gradebook.close()
     records = {student: done[student] for student in sorted(found) if student in done}
-    output.write_outputs(unit, records, out, book_url=book_url)
+    output.write_outputs(target, records, out, book_url=book_url)
+    if summary is not None:
+        summary.update(counts)
     return records

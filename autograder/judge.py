@@ -98,3 +98,64 @@ def piece_result(piece: Piece, code, header: dict, messages: list[dict], static:
         status = "forbidden"
     return {"points": sum(e["points"] for e in results), "max": piece.points, "status": status, "message": message,
             "forbidden": forbidden, "checks": results, "seconds": header.get("seconds", 0.0)}
+
+
+def partial_credit(text: str | None, points: float) -> float:
+    """nbgrader's rule for a test cell's displayed result: a number in [0, points] is the score;
+    anything else (or nothing) leaves the full points."""
+    if text is None:
+        return points
+    try:
+        value = float(text)
+    except ValueError:
+        return points
+    return value if 0.0 <= value <= points else points
+
+
+def _notebook_status(header: dict, messages: list[dict]) -> tuple[str, str]:
+    """How a whole-notebook run ended, for the cells it did not reach."""
+    errors = " ".join(str(m.get("error", "")) for m in messages)
+    if header.get("timed_out"):
+        return "timeout", f"not run: the notebook was stopped after {header.get('limit', '?')} s (the time limit)"
+    if header.get("overflow"):
+        return "crashed", "not run: the notebook sent back more data than it may"
+    if header.get("worker_lost"):
+        return "crashed", "not run: the grading worker was lost while running this notebook"
+    if any(m.get("done") is True for m in messages):
+        return "ok", "not run"
+    if _is_memory_error(errors) or header.get("signal") == 9:
+        return "memory", "not run: the notebook ran out of memory (or was killed) before this cell"
+    if header.get("signal"):
+        return "crashed", f"not run: the notebook's process died of signal {header['signal']} before this cell"
+    return "crashed", f"not run: the notebook's process ended early (exit code {header.get('exit_code')}) before this cell"
+
+
+def notebook_pieces(pieces, cells: list[dict], header: dict, messages: list[dict], ran: bool) -> dict[str, dict]:
+    """Points of a plain nbgrader notebook's test cells from its run, as nbgrader scores them: a
+    cell that raised or wrote to stderr earns 0; one that displays a number in [0, points] earns
+    that number; otherwise the full points. A cell the run did not reach earns 0."""
+    by_cell = {m["grade_id"]: m for m in messages if isinstance(m.get("grade_id"), str) and "cell" in m}
+    status, unreached = _notebook_status(header, messages) if ran else ("missing", "the notebook was not graded")
+    results = {}
+    for piece in pieces:
+        entries, piece_status = [], "ok" if ran else status
+        for check in piece.checks:
+            entry = {"name": check.grade_id, "max": check.points, "visible": check.visible, "points": 0.0, "passed": False}
+            got = by_cell.get(check.grade_id)
+            if got is None:
+                entry["message"] = unreached
+                piece_status = status if status != "ok" else piece_status
+            elif got.get("error"):
+                where = f" ({got['where']})" if got.get("where") else ""
+                entry["message"] = f"{got['error']}{where}"
+            elif got.get("stderr"):
+                entry["message"] = f"the cell wrote to stderr, which nbgrader counts as a failed test: {str(got['stderr']).strip()[:200]}"
+            else:
+                points = partial_credit(got.get("text"), check.points)
+                entry.update(points=points, passed=points == check.points,
+                             message="passed" if points == check.points else f"partial credit: {points:g} of {check.points:g}")
+            entries.append(entry)
+        results[piece.name] = {"points": sum(e["points"] for e in entries), "max": piece.points, "status": piece_status,
+                               "message": "", "forbidden": [], "checks": entries,
+                               "seconds": header.get("seconds", 0.0)}
+    return results

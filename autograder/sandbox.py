@@ -18,6 +18,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def _system_binds() -> list[str]:
     return args
 
 
-def bwrap_command(probes: Path, library: str, limits: Limits, environment: dict[str, str]) -> list[str]:
+def bwrap_command(probes: Path | None, library: str | None, limits: Limits, environment: dict[str, str]) -> list[str]:
     python_homes = {str(Path(sys.prefix).resolve()), str(Path(sys.base_prefix).resolve()), str(Path(sys.executable).resolve().parents[1])}
     # /tmp first: binds below it (a virtual environment in /tmp) must land on top of it
     args = ["bwrap", "--size", str(limits.scratch_mb * 2**20), "--tmpfs", "/tmp", *_system_binds()]
@@ -85,7 +86,7 @@ def bwrap_command(probes: Path, library: str, limits: Limits, environment: dict[
         "--ro-bind", str(ROOT / "gencore"), str(ROOT / "gencore"),  # editable install: same path
         "--ro-bind", str(WORKER), "/grader/worker.py",
         "--ro-bind", str(WIRE), "/grader/wire.py",
-        "--ro-bind", str(probes), "/grader/probes.py",
+        *(["--ro-bind", str(probes), "/grader/probes.py"] if probes else []),
         "--proc", "/proc", "--dev", "/dev",
         "--die-with-parent", "--new-session", "--chdir", "/tmp", "--clearenv",
     ]
@@ -100,7 +101,7 @@ def bwrap_command(probes: Path, library: str, limits: Limits, environment: dict[
         # kept by the template only; the child's setuid to an unprivileged user drops them all
         for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER"):
             args += ["--cap-add", cap]
-    return [*args, sys.executable, "-I", "-B", "/grader/worker.py", "/grader/probes.py", library]
+    return [*args, sys.executable, "-I", "-B", "/grader/worker.py", *(["/grader/probes.py", library] if probes else [])]
 
 
 def _write_frame(stream, payload: bytes) -> None:
@@ -111,7 +112,8 @@ def _write_frame(stream, payload: bytes) -> None:
 class Slot:
     """One warm worker (in its sandbox, or a plain subprocess with ``sandbox=False``)."""
 
-    def __init__(self, index: int, probes: Path, library: str, limits: Limits, sandbox: bool, scale: str):
+    def __init__(self, index: int, probes: Path | None, library: str | None, limits: Limits, sandbox: bool, scale: str):
+        """``probes`` and ``library`` of a declared unit; None for plain notebooks."""
         self.index, self.probes, self.library, self.limits, self.sandbox = index, probes, library, limits, sandbox
         self.environment = {
             "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "MPLBACKEND": "Agg", "GENCORE_SCALE": scale,
@@ -126,14 +128,20 @@ class Slot:
             command = bwrap_command(self.probes, self.library, self.limits, self.environment)
             env = None
         else:
-            command = [sys.executable, "-I", "-B", str(WORKER), str(self.probes), self.library]
+            command = [sys.executable, "-I", "-B", str(WORKER), *([str(self.probes), self.library] if self.probes else [])]
             env = {**self.environment, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
             env.pop("HOME")
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        errors = tempfile.TemporaryFile()  # the worker's own start-up errors (never the students')
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, env=env)
         ready = self._read_frame(120.0)
         if ready is None:
             self.close()
-            raise SandboxUnavailable("the grading worker did not start" + (" in the sandbox" if self.sandbox else ""))
+            errors.seek(0)
+            said = errors.read()[-3000:].decode(errors="replace").strip()
+            raise SandboxUnavailable("the grading worker did not start" + (" in the sandbox" if self.sandbox else "")
+                                     + (f"; it said:\n{said}" if said else ""))
+        # from here on the worker's stderr is the children's, which nobody reads
+        errors.close()
 
     def _read_frame(self, timeout: float) -> bytes | None:
         fd = self.process.stdout.fileno()

@@ -118,6 +118,10 @@ class Unit:
     def points(self) -> float:
         return sum(piece.points for piece in self.pieces)
 
+    @property
+    def notebooks(self) -> tuple[str, ...]:
+        return (self.notebook,)
+
     def checks(self) -> list[Check]:
         return [check for piece in self.pieces for check in piece.checks]
 

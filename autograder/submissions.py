@@ -284,10 +284,52 @@ def discover(folder: Path, notebook: str) -> dict[str, Path | None]:
     return found
 
 
-def _pick(folder: Path, notebook: str) -> Path | None:
+def exchange_root(folder: Path, assignment: str) -> Path | None:
+    """The folder of nbgrader's exchange layout (``<student>/<assignment>/<notebook>.ipynb`` with
+    ``timestamp.txt``, as ``nbgrader collect`` leaves them in ``submitted/``), if ``folder`` is
+    one (or a course folder holding ``submitted/``)."""
+    for candidate in (folder / "submitted", folder):
+        if candidate.is_dir() and any((student / assignment).is_dir() for student in candidate.iterdir() if student.is_dir()):
+            return candidate
+    return None
+
+
+def discover_all(folder: Path, assignment: str, notebooks: tuple[str, ...]) -> dict[str, tuple[dict[str, Path | None], str | None]]:
+    """``{student: ({notebook: file}, timestamp)}`` for every layout ``grade`` reads: nbgrader's
+    exchange (with its timestamps), one folder per student, or an LMS export of flat files."""
+    found: dict[str, tuple[dict[str, Path | None], str | None]] = {}
+    exchange = exchange_root(folder, assignment)
+    if exchange is not None:
+        for student in sorted(p for p in exchange.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            where = student / assignment
+            if not where.is_dir():
+                continue
+            stamp = where / "timestamp.txt"
+            timestamp = stamp.read_text(errors="replace").strip() if stamp.is_file() else None
+            found[student.name] = ({nb: _pick(where, nb, only=len(notebooks) == 1) for nb in notebooks}, timestamp)
+        return found
+    if len(notebooks) == 1:
+        return {student: ({notebooks[0]: path}, None) for student, path in discover(folder, notebooks[0]).items()}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            found[entry.name] = ({nb: _pick(entry, nb, only=False) for nb in notebooks}, None)
+        elif entry.is_file():
+            student = entry.name.split("_")[0] if "_" in entry.stem else entry.stem
+            paths = found.setdefault(student, (dict.fromkeys(notebooks), None))[0]
+            for nb in notebooks:
+                if entry.name == f"{nb}.ipynb" or entry.name.endswith(f"_{nb}.ipynb"):
+                    paths[nb] = entry
+    return found
+
+
+def _pick(folder: Path, notebook: str, only: bool = True) -> Path | None:
     expected = folder / f"{notebook}.ipynb"
     if expected.is_file():
         return expected
+    if not only:  # one of several notebooks: only its own name will do
+        return None
     files = sorted(p for p in folder.rglob("*") if p.is_file() and ".ipynb_checkpoints" not in p.parts and not p.name.startswith("."))
     if not files:
         return None

@@ -162,6 +162,9 @@ def run_child(request: dict, out: int, sandboxed: bool) -> None:
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+    if request.get("mode") == "notebook":
+        run_notebook(request["cells"], send)
+        return
     called: list[str] = []
     _install_forbidden(request["forbidden"], called)
     namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -182,6 +185,58 @@ def run_child(request: dict, out: int, sandboxed: bool) -> None:
         message["seconds"] = time.perf_counter() - started
         send(message)
     send({"forbidden_called": sorted(set(called)), "done": True})
+
+
+class _Stderr:
+    """Stands for sys.stderr during a cell: keeps the start of what was written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text) -> int:
+        if isinstance(text, str) and len(self.text) < 300:
+            self.text += text[: 300 - len(self.text)]
+        return len(text) if isinstance(text, str) else 0
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def run_notebook(cells: list[dict], send) -> None:
+    """A plain nbgrader notebook: every code cell in order in one IPython shell, as a kernel would
+    run it; one frame per cell (error, whether it wrote to stderr, its displayed result)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    shell.user_ns["__name__"] = "__main__"
+    for index, cell in enumerate(cells):
+        started = time.perf_counter()
+        stderr, saved = _Stderr(), sys.stderr
+        sys.stderr = stderr
+        try:
+            result = shell.run_cell(cell["source"], store_history=False, silent=False)
+        finally:
+            sys.stderr = saved
+        message = {"cell": index, "grade_id": cell.get("grade_id"), "stderr": stderr.text}
+        error = result.error_before_exec or result.error_in_exec
+        if error is not None:
+            frames = traceback.extract_tb(error.__traceback__)
+            line = next((f.lineno for f in reversed(frames) if f.filename.startswith("<ipython-input") or "ipykernel" in f.filename
+                         or f.filename.startswith("/tmp/ipykernel")), getattr(error, "lineno", None))
+            message["error"] = f"{type(error).__name__}: {error}"[:500]
+            message["where"] = f"{cell['where']}, line {line}" if line else cell["where"]
+        elif result.result is not None:
+            text = shell.display_formatter.format(result.result)[0].get("text/plain")
+            message["text"] = text[:100] if isinstance(text, str) else None
+        message["seconds"] = time.perf_counter() - started
+        send(message)
+    send({"done": True})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,10 +349,21 @@ def serve() -> None:
 if __name__ == "__main__":
     # one grading slot per core; also keeps the OpenMP pool fork-safe
     torch.set_num_threads(1)
-    if len(sys.argv) != 3:
-        sys.exit("usage: worker.py PROBES.py LIBRARY (the unit's gencore module)")
-    module = _load("unit_probes", sys.argv[1])
-    REFERENCE.__dict__.update(vars(importlib.import_module(sys.argv[2])))
-    if hasattr(module, "warm"):
-        module.warm()
+    if len(sys.argv) == 3:  # a declared unit: its probes and its reference module
+        module = _load("unit_probes", sys.argv[1])
+        REFERENCE.__dict__.update(vars(importlib.import_module(sys.argv[2])))
+        if hasattr(module, "warm"):
+            module.warm()
+    elif len(sys.argv) == 1:  # plain nbgrader notebooks, run whole in an IPython shell
+        import IPython.core.interactiveshell  # noqa: F401  (imported once, before any fork)
+        import warnings
+
+        with warnings.catch_warnings():  # joblib (scikit-learn) warns at import that the sandbox
+            warnings.simplefilter("ignore")  # has no /dev/shm; a kernel outside would not: import it quietly
+            try:
+                import joblib  # noqa: F401
+            except ImportError:
+                pass
+    else:
+        sys.exit("usage: worker.py [PROBES.py LIBRARY]")
     serve()

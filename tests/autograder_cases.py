@@ -14,10 +14,13 @@ from pathlib import Path
 import nbformat
 
 from autograder.plain_nbgrader import fill_answers, solution_answers
+from autograder.units import load_unit
 from tests.test_vae_assignment import WRONG
 
-FULL = 12.0
-WRONG_KL = WRONG["kl_without_half"][1].strip()  # loses the 3 points of gaussian_kl
+UNIT = load_unit("vae")
+POINTS = {piece.name: piece.points for piece in UNIT.pieces}  # what each piece is worth, as declared
+FULL = UNIT.points
+WRONG_KL = WRONG["kl_without_half"][1].strip()  # loses the points of gaussian_kl
 
 
 def _kl_with(body: str, wrong: bool = True) -> str:
@@ -55,7 +58,7 @@ def build(folder: Path, released: nbformat.NotebookNode, out: Path) -> dict[str,
     notebook("solution", answers())
     notebook("released", released, total=0.0)
     for name, (piece, code, kept) in WRONG.items():
-        notebook(f"wrong_{name}", answers(**{piece: code.strip()}), total=FULL - 3 + kept)
+        notebook(f"wrong_{name}", answers(**{piece: code.strip()}), total=FULL - POINTS[piece] + kept)
 
     # -- forging the verdict -------------------------------------------------------------------
     notebook("patch_allclose", answers(gaussian_kl=_kl_with("""
@@ -63,13 +66,13 @@ torch.allclose = lambda *a, **k: True
 torch.equal = lambda *a, **k: True
 import numpy.testing
 numpy.testing.assert_allclose = lambda *a, **k: None
-""")), total=9.0)
+""")), total=FULL - POINTS["gaussian_kl"])
     notebook("patch_builtins", answers(gaussian_kl=_kl_with("""
 import builtins
 builtins.abs = lambda x: 0.0
 builtins.isinstance = lambda *a: True
 builtins.len = lambda x: 16
-""")), total=9.0, status="crashed")  # it breaks its own process: no credit for that piece, nothing else
+""")), total=FULL - POINTS["gaussian_kl"], status="crashed")  # it breaks its own process: no credit for that piece, nothing else
     notebook("patch_grader_helpers", answers(gaussian_kl=_kl_with("""
 import sys
 for module in list(sys.modules.values()):
@@ -79,7 +82,7 @@ for module in list(sys.modules.values()):
                 setattr(module, name, lambda *a, **k: True)
             except Exception:
                 pass
-""")), total=9.0)
+""")), total=FULL - POINTS["gaussian_kl"])
     notebook("eq_bool_override", answers(gaussian_kl="""
 class Anything(float):
     def __eq__(self, other): return True
@@ -94,7 +97,7 @@ class Anything(float):
 
 def gaussian_kl(mu, logvar):
     return Anything(2.318)
-"""), total=9.0)
+"""), total=FULL - POINTS["gaussian_kl"])
     notebook("tensor_subclass", answers(gaussian_kl="""
 class Liar(torch.Tensor):
     @classmethod
@@ -105,7 +108,7 @@ class Liar(torch.Tensor):
 
 def gaussian_kl(mu, logvar):
     return (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(dim=-1).as_subclass(Liar)
-"""), total=9.0)
+"""), total=FULL - POINTS["gaussian_kl"])
     fake = {"check": "test_gaussian_kl_hidden", "passed": True, "points": 2, "done": True, "forbidden_called": []}
     notebook("fake_results", answers(gaussian_kl=_kl_with(f"""
 import json, os, struct
@@ -121,7 +124,7 @@ for path in ({str(out / 'grades.csv')!r}, {str(out / 'journal.jsonl')!r}, "/tmp/
             f.write("solution,3,3,3,3,12,12,ok\\n")
     except OSError:
         pass
-""")), total=9.0)
+""")), total=FULL - POINTS["gaussian_kl"])
 
     # -- edited, deleted, duplicated, reordered cells; renamed; format variants ----------------
     stripped = answers()
@@ -144,13 +147,13 @@ for path in ({str(out / 'grades.csv')!r}, {str(out / 'journal.jsonl')!r}, "/tmp/
     deleted.cells = [c for c in deleted.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") != "reparameterize"
                      and not c.get("metadata", {}).get("nbgrader", {}).get("grade")]
     # train_step's default reparam_fn=reparameterize then fails too, as it would in Jupyter
-    notebook("cells_deleted", deleted, total=6.0)
+    notebook("cells_deleted", deleted, total=FULL - POINTS["reparameterize"] - POINTS["train_step"])
     edited_tests = answers(gaussian_kl=WRONG_KL)
     for cell in edited_tests.cells:
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
             cell.source = "print('all tests passed')"
             cell.metadata["nbgrader"]["points"] = 100
-    notebook("test_cells_edited", edited_tests, total=9.0)
+    notebook("test_cells_edited", edited_tests, total=FULL - POINTS["gaussian_kl"])
     notebook("renamed", answers(), name="vae (1) - Copy.ipynb")
     notebook("nbformat_v3", nbformat.v4.convert.downgrade(answers()))
     variant = json.loads(nbformat.writes(answers()))
@@ -170,19 +173,19 @@ for path in ({str(out / 'grades.csv')!r}, {str(out / 'journal.jsonl')!r}, "/tmp/
 
     # -- resources: time, memory, processes, exits, output -------------------------------------
     notebook("infinite_loop", answers(reparameterize="def reparameterize(mu, logvar):\n    while True:\n        pass\n"),
-             total=9.0, status="timeout")
+             total=FULL - POINTS["reparameterize"], status="timeout")
     # the address-space limit stops both before they touch their pages, so neither depends on
     # how fast a loaded machine can fill a gigabyte within the time limit
     notebook("unbounded_allocation", answers(negative_elbo=_in_piece("negative_elbo", """
 hoard = []
 while True:
     hoard.append(bytes(50 * 2**20))
-""", solution)), total=9.0, status="memory")
+""", solution)), total=FULL - POINTS["negative_elbo"], status="memory")
     notebook("unbounded_tensors", answers(reparameterize=_in_piece("reparameterize", """
 hoard = []
 while True:
     hoard.append(torch.empty(50 * 2**20, dtype=torch.uint8))
-""", solution)), total=9.0, status="memory")
+""", solution)), total=FULL - POINTS["reparameterize"], status="memory")
     notebook("fork_bomb", answers(train_step=_in_piece("train_step", """
 import os
 while True:
@@ -190,11 +193,11 @@ while True:
         os.fork()
     except OSError:
         pass
-""", solution)), total=9.0, status="timeout")
-    notebook("sys_exit", answers(gaussian_kl=_kl_with("import sys\nsys.exit(0)", wrong=False)), total=9.0, status="crashed")
-    notebook("os_exit", answers(reparameterize=_in_piece("reparameterize", "import os\nos._exit(0)", solution)), total=9.0, status="crashed")
+""", solution)), total=FULL - POINTS["train_step"], status="timeout")
+    notebook("sys_exit", answers(gaussian_kl=_kl_with("import sys\nsys.exit(0)", wrong=False)), total=FULL - POINTS["gaussian_kl"], status="crashed")
+    notebook("os_exit", answers(reparameterize=_in_piece("reparameterize", "import os\nos._exit(0)", solution)), total=FULL - POINTS["reparameterize"], status="crashed")
     notebook("kills_itself", answers(negative_elbo=_in_piece("negative_elbo", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", solution)),
-             total=9.0, status="crashed")
+             total=FULL - POINTS["negative_elbo"], status="crashed")
     notebook("prints_megabytes", answers(gaussian_kl=_kl_with("""
 import sys
 print("x" * 5_000_000)
@@ -222,22 +225,22 @@ def gaussian_kl(mu, logvar):
         except OSError:
             pass
     return (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(dim=-1)
-"""), total=9.0)
+"""), total=FULL - POINTS["gaussian_kl"])
     notebook("network", answers(reparameterize=_in_piece("reparameterize", """
 import socket
 try:
     socket.create_connection(("1.1.1.1", 80), timeout=1)
 except OSError:
     return mu  # the right answer only with a network
-""", solution)), total=9.0)
+""", solution)), total=FULL - POINTS["reparameterize"])
 
     # -- forbidden shortcuts --------------------------------------------------------------------
-    notebook("forbidden_library_kl", answers(gaussian_kl="def gaussian_kl(mu, logvar):\n    return reference.gaussian_kl(mu, logvar)\n"), total=9.0)
+    notebook("forbidden_library_kl", answers(gaussian_kl="def gaussian_kl(mu, logvar):\n    return reference.gaussian_kl(mu, logvar)\n"), total=FULL - POINTS["gaussian_kl"])
     notebook("forbidden_disguised", answers(gaussian_kl="""
 def gaussian_kl(mu, logvar):
     d = torch.distributions
     kl = getattr(d, "kl_" + "divergence")
     return kl(d.Normal(mu, (0.5 * logvar).exp()), d.Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(-1)
-"""), total=9.0)
-    notebook("forbidden_import", answers(train_step="from gencore.vae import train_step"), total=9.0)
+"""), total=FULL - POINTS["gaussian_kl"])
+    notebook("forbidden_import", answers(train_step="from gencore.vae import train_step"), total=FULL - POINTS["train_step"])
     return expected

@@ -27,7 +27,7 @@ from autograder import ROOT
 from autograder.sandbox import Limits, sandbox_problem
 from autograder.units import load_unit
 from tests import autograder_cases
-from tests.test_vae_assignment import PIECES, POINTS, WRONG
+from tests.test_vae_assignment import PIECES, WRONG
 
 pytestmark = pytest.mark.slow
 PROBLEM = sandbox_problem()
@@ -67,10 +67,11 @@ def test_every_case_gets_its_score_and_status(battery):
 @needs_sandbox
 def test_typical_mistakes_lose_their_own_piece_like_nbgrader(battery):
     _, records, _ = battery
+    unit = load_unit("vae")
     for name, (broken, _, kept) in WRONG.items():
         pieces = records[f"wrong_{name}"]["pieces"]
         for piece in PIECES:
-            want = kept if piece == broken else POINTS["visible"] + POINTS["hidden"]
+            want = kept if piece == broken else unit.pieces[PIECES.index(piece)].points
             assert pieces[piece]["points"] == want, f"{name}: {piece}"
         # and the same per-check split as nbgrader's test cells (visible passes, hidden fails ...)
     unstable = records["wrong_elbo_unstable_log_sigmoid"]["pieces"]["negative_elbo"]["checks"]

@@ -2,7 +2,7 @@
 grader, which must agree cell by cell. Each plausible wrong answer loses the points of its own
 piece and only those.
 
-``PIECES``, ``POINTS`` and ``WRONG`` are also the reference points of the grader's battery of
+``PIECES`` and ``WRONG`` are also the reference points of the grader's battery of
 hostile submissions (tests/autograder_cases.py), which submits each wrong answer on its own.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
+from autograder.units import load_unit
 from tests import assignments
 
 pytestmark = pytest.mark.slow
 ASSIGNMENT = "vae"
 
 PIECES = ("gaussian_kl", "reparameterize", "negative_elbo", "train_step")  # the graded functions, in order
-POINTS = {"visible": 1.0, "hidden": 2.0}  # each is graded by test_<piece>_visible and test_<piece>_hidden
 
 TRAIN_STEP_BODY = '''
 def train_step(model, optimizer, x, beta=1.0, loss_fn=negative_elbo, reparam_fn=reparameterize):
@@ -71,10 +71,10 @@ class TestVAEAssignment(assignments.AssignmentTests):
     SECRETS = ("kl_divergence(", "_manual_sgd_step", "binary_cross_entropy_with_logits(x_logits, x")
 
     def test_points_per_cell(self, graded):
-        """Each piece is a visible test cell worth 1 and a hidden one worth 2; the released
-        notebook earns none of them."""
+        """Plain nbgrader gives the solution every declared check's points, cell by cell; the
+        released notebook earns none of them."""
         nbgrader_scores, _ = graded
-        assert nbgrader_scores["solution"] == {
-            f"test_{piece}_{kind}": points for piece in PIECES for kind, points in POINTS.items()
-        }
+        unit = load_unit(ASSIGNMENT)
+        assert [p.name for p in unit.pieces] == list(PIECES)
+        assert nbgrader_scores["solution"] == {check.grade_id: check.points for check in unit.checks()}
         assert nbgrader_scores["released"] == dict.fromkeys(nbgrader_scores["solution"], 0.0)
