@@ -6,11 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 # pytest workers: one per core by default
 WORKERS ?= auto
 
-.PHONY: setup book test release bench clean
+.PHONY: setup book test release student lab bench clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml autograder/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
@@ -27,6 +27,15 @@ test: $(STAMP)
 ## release: regenerate the student notebooks in notebooks/ from solutions/
 release: $(STAMP)
 	$(BIN)/python -m autograder release --all
+
+## student: the student edition (book, notebooks, gencore; no solutions, no grader) in _build/student
+student: $(STAMP)
+	rm -rf _build/student
+	$(BIN)/python -m autograder publish _build/student
+
+## lab: JupyterLab on the assignment notebooks
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
 
 ## bench: time the solution notebook, the test suite and a clean book build (see bench/README.md)
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m autograder release | grade | check`` (see the README's "Grading")."""
+"""Command line: ``python -m autograder release | grade | check | publish`` (see the README's "Grading")."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     grade_parser.add_argument("--no-progress", action="store_true")
     _add_limits(grade_parser)
 
+    publish_parser = commands.add_parser("publish", help="write the student edition (no solutions, no grader) into OUT")
+    publish_parser.add_argument("out", type=Path, help="a new folder outside the repository (or under _build/)")
+    publish_parser.add_argument("--repository", default=None,
+                                help="the edition's public repository, for the book's launch buttons and install line")
+
     check_parser = commands.add_parser("check", help="run the visible checks of your notebook as the grader would")
     check_parser.add_argument("notebook", type=Path)
     check_parser.add_argument("--assignment", default=None, help="default: the notebook's folder or name")
@@ -58,6 +63,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("release needs either ASSIGNMENT or --all")
         for name in assignments() if args.all else [args.assignment]:
             print(f"released {release(name).relative_to(ROOT)}")
+        return 0
+
+    if args.command == "publish":
+        from autograder.edition import publish
+
+        try:
+            out = publish(args.out, repository=args.repository)
+        except (FileExistsError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"student edition in {out}: see its README.md; publish it as its own repository")
         return 0
 
     from autograder.sandbox import SandboxUnavailable
@@ -87,9 +103,24 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "check":
         from autograder.check import check
+        from autograder.spec import DeclarationError
+        from autograder.units import names
 
-        assignment = args.assignment or (args.notebook.parent.name if args.notebook.parent.name in assignments() else args.notebook.stem)
-        return check(assignment, args.notebook, sandbox=not args.no_sandbox, limits=_limits(args))
+        if not args.notebook.is_file():
+            print(f"error: no file {args.notebook}; the assignments are notebooks/<name>/<name>.ipynb, e.g. "
+                  "notebooks/gan/gan.ipynb", file=sys.stderr)
+            return 2
+        assignment = args.assignment or next((name for name in (args.notebook.parent.name, args.notebook.stem) if name in names()), None)
+        if assignment is None:
+            print(f"error: which assignment is {args.notebook}? Name it: --assignment NAME, one of {', '.join(names())} "
+                  "(students: python -m gencore.check runs a notebook's visible tests without the grader)", file=sys.stderr)
+            return 2
+        try:
+            return check(assignment, args.notebook, sandbox=not args.no_sandbox, limits=_limits(args))
+        except (DeclarationError, FileNotFoundError) as error:
+            print(f"error: {error}\n(students: python -m gencore.check {args.notebook} runs the visible tests without "
+                  "the grader)", file=sys.stderr)
+            return 2
     return 1
 
 

@@ -76,6 +76,8 @@ def piece_result(piece: Piece, code, header: dict, messages: list[dict], static:
             where = f" ({got['where'].replace('<', '').replace('>', '')})" if got.get("where") else ""
             if status == "memory" and _is_memory_error(got["error"]):  # not torch's allocator internals
                 entry["message"] = f"your code {message}{where}"
+            elif got["error"].split(":")[0] == "NotImplementedError":
+                entry["message"] = f"{piece.name}() is not written yet: it raises NotImplementedError{where}"
             else:
                 entry["message"] = f"your code raised {got['error']}{where}"
         elif not done and not (status in ("timeout", "memory", "crashed")):

@@ -11,6 +11,7 @@ user of its own, so that the process limit holds and it cannot touch the templat
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import select
@@ -26,6 +27,14 @@ from autograder import ROOT
 from autograder.wire import frame
 
 WORKER = Path(__file__).with_name("worker.py")
+
+
+def gencore_folder() -> Path:
+    """The ``gencore`` this environment imports (an editable install points into a checkout):
+    the sandbox mounts it at the same path, so that the worker imports the same package."""
+    spec = importlib.util.find_spec("gencore")
+    return Path(spec.origin).resolve().parent if spec and spec.origin else ROOT / "gencore"
+
 WIRE = Path(__file__).with_name("wire.py")
 
 
@@ -74,7 +83,7 @@ def bwrap_command(probes: Path | None, library: str | None, limits: Limits, envi
     python_homes = {str(Path(sys.prefix).resolve()), str(Path(sys.base_prefix).resolve()), str(Path(sys.executable).resolve().parents[1])}
     # /tmp first: binds below it (a virtual environment in /tmp) must land on top of it
     args = ["bwrap", "--size", str(limits.scratch_mb * 2**20), "--tmpfs", "/tmp", *_system_binds()]
-    parents = sorted({str(p) for home in [*python_homes, sys.prefix, str(ROOT / "gencore")] for p in Path(home).parents} - {"/", "/tmp", "/usr"})
+    parents = sorted({str(p) for home in [*python_homes, sys.prefix, str(gencore_folder())] for p in Path(home).parents} - {"/", "/tmp", "/usr"})
     for parent in parents:  # bwrap would make the parents of a bind point private (0700)
         args += ["--perms", "0755", "--dir", parent]
     for home in sorted(python_homes):
@@ -83,7 +92,7 @@ def bwrap_command(probes: Path | None, library: str | None, limits: Limits, envi
     if Path(sys.prefix) != Path(sys.prefix).resolve():
         args += ["--ro-bind", sys.prefix, sys.prefix]
     args += [
-        "--ro-bind", str(ROOT / "gencore"), str(ROOT / "gencore"),  # editable install: same path
+        "--ro-bind", str(gencore_folder()), str(gencore_folder()),  # editable install: same path
         "--ro-bind", str(WORKER), "/grader/worker.py",
         "--ro-bind", str(WIRE), "/grader/wire.py",
         *(["--ro-bind", str(probes), "/grader/probes.py"] if probes else []),

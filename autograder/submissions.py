@@ -74,15 +74,25 @@ def _code_cells(document) -> list[str] | None:
     else:
         return None
     sources = []
-    for cell in cells:
+    for number, cell in enumerate(cells, start=1):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         source = cell.get("source", cell.get("input", ""))
         if isinstance(source, list):
             source = "".join(s for s in source if isinstance(s, str))
         if isinstance(source, str):
-            sources.append(source)
+            sources.append(CellSource(source, number))
     return sources
+
+
+class CellSource(str):
+    """A code cell's source that knows its number in the notebook (all cells counted, from 1, as
+    JupyterLab shows them), so that messages point where the student looks."""
+
+    def __new__(cls, source: str, number: int):
+        self = super().__new__(cls, source)
+        self.number = number
+        return self
 
 
 # CPython before 3.11.8 can fail with "AST constructor recursion depth mismatch" when two threads
@@ -166,7 +176,7 @@ def extract(cells: list[str], required: list[str]) -> StudentCode:
         parsed = _parse_cell(source)
         if parsed is None:
             if any(re.search(rf"^\s*def\s+{name}\b", source, re.MULTILINE) for name in required):
-                notes.append(f"code cell {index + 1} has a syntax error: its functions were not graded")
+                notes.append(f"cell {getattr(source, 'number', index + 1)} has a syntax error: its functions were not graded")
             continue
         tree, text = parsed
         lines = text.splitlines()
@@ -175,7 +185,7 @@ def extract(cells: list[str], required: list[str]) -> StudentCode:
             first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
             # the statement's own lines, padded so that tracebacks give the line in the cell
             segment = "\n" * (first - 1) + "\n".join(lines[first - 1:node.end_lineno])
-            item = (order, f"cell {index + 1}", node, segment)
+            item = (order, f"cell {getattr(source, 'number', index + 1)}", node, segment)
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for alias in node.names:
                     if isinstance(node, ast.ImportFrom):

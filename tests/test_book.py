@@ -53,14 +53,13 @@ def executed_pages(log: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory) -> Path:
-    """A copy of the book's sources, built once; returns the copy's root."""
-    source = tmp_path_factory.mktemp("book")
-    for name in BOOK_SOURCES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
-        else:
-            shutil.copy2(path, source / name)
+    """The student edition (``python -m autograder publish``), whose book is built once as
+    ``make book`` builds it; returns the edition's root. The instructor's book has the same
+    sources: building the edition checks both, and that the edition needs nothing it lacks."""
+    from autograder.edition import publish
+
+    source = publish(tmp_path_factory.mktemp("edition"))
+    assert all((source / name).exists() for name in BOOK_SOURCES)
     done = build(source)
     assert done.returncode == 0, f"the book build failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
     source.joinpath("first_build.log").write_text(done.stdout + done.stderr)
