@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autograder.grade import Grader, Job
+from autograder.grade import Job
+from autograder.unit_grader import UnitGrader
 from autograder.sandbox import Limits, Slot, sandbox_problem
 from autograder.units import load_unit
 
@@ -20,7 +21,7 @@ def check(assignment: str, notebook: Path, sandbox: bool = True, limits: Limits 
     if sandbox and (problem := sandbox_problem()):
         print(f"note: {problem}; running without a sandbox")
         sandbox = False
-    grader = Grader(unit, limits or Limits(), sandbox, visible_only=True)
+    grader = UnitGrader(unit, limits or Limits(), sandbox, visible_only=True)
     slot = Slot(0, unit.probes, unit.library, grader.limits, sandbox, grader.scale)
     try:
         record = grader.grade_one(slot, Job(notebook.stem, {unit.notebook: notebook}))

@@ -18,30 +18,27 @@ This module orchestrates; each step lives in its own module:
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import inspect
 import os
 import queue
 import tempfile
 import threading
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
 from autograder import ROOT, output
 from autograder import submissions as subs
-from autograder.assignment import read_source, setup_source, sync_test_cells
+from autograder.assignment import read_source, sync_test_cells
 from autograder.gradebook import open_gradebook, record_grades
 from autograder.journal import append_journal, read_journal
-from autograder.judge import piece_result, submission_status
-from autograder.plain import NotebookGrader, load_plain, merge, read_notebook
-from autograder.sandbox import Limits, SandboxUnavailable, Slot, sandbox_problem
+from autograder.late import apply_late_penalty, parse_time
+from autograder.plain import NotebookGrader, load_plain
+from autograder.sandbox import Limits, SandboxUnavailable, sandbox_problem
 from autograder.spec import Unit
+from autograder.unit_grader import UnitGrader
 from autograder.units import load_unit, names
-from autograder.wire import split_frames
 
 
 @dataclass
@@ -66,80 +63,6 @@ class Job:
         return digest.hexdigest()
 
 
-def _expected_name(path: Path, notebook: str) -> bool:
-    """The file is the notebook, as named or as an LMS export names it (``<student>_..._<name>``)."""
-    return path.name == f"{notebook}.ipynb" or path.name.endswith(f"_{notebook}.ipynb")
-
-
-@dataclass
-class Grader:
-    """Grades one submission of a declared unit: each piece's probes in a sandboxed child."""
-
-    unit: Unit
-    limits: Limits = field(default_factory=Limits)
-    sandbox: bool = True
-    scale: str = "smoke"
-    visible_only: bool = False
-
-    def __post_init__(self):
-        self.setup = setup_source(self.unit)
-        self.source = read_source(self.unit)
-        self.probe_names = {check.grade_id: check.probe.__name__ for check in self.unit.checks()}
-        digest = hashlib.sha256(self.setup.encode())
-        for module in (inspect.getmodule(self.unit.checks()[0].verdict), inspect.getmodule(self.unit.checks()[0].probe)):
-            digest.update(Path(module.__file__).read_bytes())
-        digest.update(Path(__file__).with_name("verdicts.py").read_bytes())
-        self.digest = digest.hexdigest()
-
-    def slot(self, index: int) -> Slot:
-        return Slot(index, self.unit.probes, self.unit.library, self.limits, self.sandbox, self.scale)
-
-    def grade_one(self, slot: Slot | None, job: Job) -> dict:
-        started = time.perf_counter()
-        path = job.paths.get(self.unit.notebook)
-        record = {"student": job.student, "file": path.name if path else None, "notes": [], "pieces": {}}
-        if path is None:
-            source = subs.Source([], "missing", [f"no file found for {self.unit.notebook}.ipynb"])
-        else:
-            source = subs.read_submission(path)
-            if not _expected_name(path, self.unit.notebook) and source.status == "ok":
-                source.notes.append(f"expected {self.unit.notebook}.ipynb, graded {path.name}")
-            if source.status == "ok" and path.suffix == ".ipynb":
-                notebook, _ = read_notebook(path)
-                if notebook is not None:  # deleted or edited test cells: the grader ran its own
-                    source.notes += [n for n in merge(self.source, notebook)[1] if n.startswith("the test cell")]
-        record["notes"] += source.notes
-        code = subs.extract(source.cells, [p.name for p in self.unit.pieces])
-        if source.status == "ok":
-            record["notes"] += code.notes
-        deadline = started + self.limits.notebook_seconds
-        for piece in self.unit.pieces:
-            checks = [c for c in piece.checks if c.visible or not self.visible_only]
-            header, messages = {"seconds": 0.0}, []
-            static = subs.static_forbidden(code, piece.name, piece.forbidden)
-            left = deadline - time.perf_counter()
-            if source.status == "ok" and piece.name in code.defined and not static:
-                if left <= 1:
-                    header = {"timed_out": True, "limit": self.limits.notebook_seconds}
-                else:
-                    seconds = min(self.limits.piece_seconds, left)
-                    request = {"setup": self.setup, "statements": code.statements,
-                               "checks": [[c.grade_id, self.probe_names[c.grade_id]] for c in checks],
-                               "forbidden": list(piece.forbidden), "seconds": seconds}
-                    header, raw = slot.run(request)
-                    header["limit"] = round(seconds)
-                    messages = split_frames(raw)
-            result = piece_result(piece, code, header, messages, static)
-            result["checks"] = [c for c in result["checks"] if c["name"] in {x.grade_id for x in checks}]
-            result["points"] = sum(c["points"] for c in result["checks"])
-            record["pieces"][piece.name] = result
-        record.update(status=submission_status(source.status, [p["status"] for p in record["pieces"].values()]),
-                      total=sum(p["points"] for p in record["pieces"].values()),
-                      max=sum(c["max"] for p in record["pieces"].values() for c in p["checks"]),
-                      seconds=time.perf_counter() - started)
-        return record
-
-
 def load_target(assignment: str, root: Path = ROOT):
     """The declared unit, or else the plain nbgrader assignment in ``solutions/<assignment>/``."""
     if assignment in names():
@@ -154,27 +77,7 @@ def load_target(assignment: str, root: Path = ROOT):
 
 
 def make_grader(target, limits: Limits, sandbox: bool, scale: str):
-    return Grader(target, limits, sandbox, scale) if isinstance(target, Unit) else NotebookGrader(target, limits, sandbox, scale)
-
-
-def parse_time(text: str) -> datetime.datetime:
-    """A timestamp as nbgrader writes it (``2026-12-01 17:00:00.000000 UTC``) or ISO 8601; naive means UTC."""
-    from nbgrader.utils import parse_utc
-
-    return parse_utc(text.strip())
-
-
-def apply_late_penalty(record: dict, due: datetime.datetime | None, method: str) -> None:
-    """nbgrader's LateSubmissionPlugin: ``none`` records lateness only, ``zero`` scores a late
-    submission 0."""
-    seconds = 0.0
-    if due is not None and record.get("timestamp"):
-        seconds = max(0.0, (parse_time(record["timestamp"]) - due).total_seconds())
-    penalty = record["raw_total"] if (seconds > 0 and method == "zero") else 0.0
-    record.update(late_seconds=seconds, penalty=penalty, total=record["raw_total"] - penalty)
-    if seconds > 0:
-        record["notes"].append(f"submitted {datetime.timedelta(seconds=round(seconds))} after the due date"
-                               + (": scored 0 (late penalty)" if penalty else ""))
+    return UnitGrader(target, limits, sandbox, scale) if isinstance(target, Unit) else NotebookGrader(target, limits, sandbox, scale)
 
 
 def grade(  # noqa: PLR0913
