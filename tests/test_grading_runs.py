@@ -131,3 +131,67 @@ def test_report_links_feedback_and_the_published_book(tmp_path):
     links = re.findall(r"href='([^']+)'", page)
     assert links and all(link.startswith("https://") and "book/foundations.html#" in link for link in links)
     assert "file://" not in page and "file://" not in report and "test_kl_categorical_visible was missing" in page
+
+
+def _cell(kind: str, source: str, **nbgrader):
+    cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
+    if nbgrader:
+        cell.metadata["nbgrader"] = {"schema_version": 3, "task": False, "locked": False, "solution": False, "grade": False,
+                                     **nbgrader}
+    return cell
+
+
+def _two_notebooks(root: Path) -> None:
+    """A plain assignment of two notebooks: test cells with hidden tests, nbgrader's partial
+    credit (a cell that displays a number) and a cell that writes to stderr."""
+    folder = root / "solutions" / "two"
+    folder.mkdir(parents=True)
+    one = nbformat.v4.new_notebook(cells=[
+        _cell("markdown", "## Part 1: f (4.5 points)", grade_id="intro", locked=True),
+        _cell("code", "def f(x):\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION", grade_id="f", solution=True),
+        _cell("code", "assert f(1) == 2, 'f(1) should be 2'", grade_id="test_f", grade=True, locked=True, points=1),
+        _cell("code", "### BEGIN HIDDEN TESTS\nassert f(-1) == 0, 'f(-1) should be 0'\n### END HIDDEN TESTS",
+              grade_id="test_f_hidden", grade=True, locked=True, points=2),
+        _cell("code", "0.5 + f(0)", grade_id="test_f_partial", grade=True, locked=True, points=2),
+    ])
+    two = nbformat.v4.new_notebook(cells=[
+        _cell("code", "def g(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", grade_id="g", solution=True),
+        _cell("code", "assert g(2) == 4", grade_id="test_g", grade=True, locked=True, points=1),
+        _cell("code", "import sys\nsys.stderr.write('careful')\nassert g(0) == 0", grade_id="test_g_stderr", grade=True,
+              locked=True, points=1),
+    ])
+    for name, notebook in (("one", one), ("two", two)):
+        for index, cell in enumerate(notebook.cells):
+            cell.id = f"{name}{index}"
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+
+
+def test_a_plain_assignment_of_two_notebooks_partial_credit_stderr_timeouts_and_a_missing_notebook(tmp_path):
+    root, folder = tmp_path / "course", tmp_path / "submissions"
+    _two_notebooks(root)
+    source = {name: nbformat.read(root / "solutions" / "two" / f"{name}.ipynb", as_version=4) for name in ("one", "two")}
+
+    def hand_in(student: str, names=("one", "two"), f_body: str | None = None) -> None:
+        (folder / student).mkdir(parents=True)
+        for name in names:
+            notebook = nbformat.from_dict(source[name])
+            for cell in notebook.cells:
+                if f_body and cell.metadata.get("nbgrader", {}).get("grade_id") == "f":
+                    cell.source = f"def f(x):\n    {f_body}"
+            nbformat.write(notebook, folder / student / f"{name}.ipynb")
+
+    hand_in("ok")
+    hand_in("endless", f_body="while True:\n        pass")
+    hand_in("one_only", names=("one",))
+    records = grade("two", folder, tmp_path / "graded", workers=2, limits=Limits(notebook_seconds=8), progress=False,
+                    sandbox=SANDBOX, root=root)
+    cells = {s: {c["name"]: c["points"] for p in r["pieces"].values() for c in p["checks"]} for s, r in records.items()}
+    assert cells["ok"] == {"test_f": 1, "test_f_hidden": 2, "test_f_partial": 1.5, "test_g": 1, "test_g_stderr": 0}
+    assert cells["endless"] == {"test_f": 0, "test_f_hidden": 0, "test_f_partial": 0, "test_g": 1, "test_g_stderr": 0}
+    assert records["endless"]["status"] == "timeout"
+    assert cells["one_only"] == {**cells["ok"], "test_g": 0, "test_g_stderr": 0}
+    assert "no file found for two.ipynb" in records["one_only"]["notes"]
+    stderr = next(c for p in records["ok"]["pieces"].values() for c in p["checks"] if c["name"] == "test_g_stderr")
+    assert "careful" in stderr["message"]
+    scores = gradebook_scores(f"sqlite:///{tmp_path / 'graded' / 'gradebook.db'}", load_target("two", root))
+    assert scores["ok"] == cells["ok"]

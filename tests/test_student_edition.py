@@ -141,3 +141,15 @@ def test_the_self_check_on_a_released_a_half_done_and_a_finished_notebook(editio
 
     typo = _check(edition, edition / "notebooks" / "gan" / "gna.ipynb")
     assert typo.returncode != 0 and "notebooks/gan/gan.ipynb" in typo.stderr and "Traceback" not in typo.stderr
+
+
+def test_a_finished_notebook_runs_to_the_end_in_the_edition(edition):
+    """The whole notebook, training section included, with only what the edition holds."""
+    from nbclient import NotebookClient
+
+    released = nbformat.read(edition / "notebooks" / "foundations" / "foundations.ipynb", as_version=4)
+    finished = fill_answers(released, solution_answers("foundations"))
+    NotebookClient(finished, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(edition / "notebooks" / "foundations")}}).execute()
+    errors = [o for c in finished.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors and "test accuracy" in str(finished.cells[-2].get("outputs", ""))
