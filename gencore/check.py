@@ -109,7 +109,7 @@ def _line(error: BaseException) -> int | None:
 def describe(error: BaseException) -> str:
     """An error as a student should read it: never an empty message."""
     if isinstance(error, NotImplementedError):
-        return "NotImplementedError: not written yet (replace the `raise NotImplementedError()` line with your code)"
+        return f"{type(error).__name__}: not written yet (put your code in place of the line that raises it)"
     if isinstance(error, SyntaxError):
         return f"{type(error).__name__}: {error.msg}"
     text = str(error).strip()
