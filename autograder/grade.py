@@ -113,7 +113,9 @@ def grade(  # noqa: PLR0913
                  for student, (paths, timestamp) in subs.discover_all(folder, assignment, target.notebooks).items()}
         digests = {student: job.digest() for student, job in found.items()}
         done = read_journal(journal)
-        fresh = {s for s in found if s in done and done[s].get("digest") == digests[s] and done[s].get("checks") == grader.digest}
+        # what a record depends on besides the file: the checks, and the due date and its penalty
+        checks = hashlib.sha256(f"{grader.digest} {deadline} {late_penalty}".encode()).hexdigest()
+        fresh = {s for s in found if s in done and done[s].get("digest") == digests[s] and done[s].get("checks") == checks}
         counts = {"graded": 0, "regraded": 0, "skipped": len(fresh)}
         gradebook = open_gradebook(url, target, duedate=deadline)
         try:
@@ -137,7 +139,7 @@ def grade(  # noqa: PLR0913
                             return
                         try:
                             record = grader.grade_one(slot, job)
-                            record.update(digest=digests[job.student], checks=grader.digest, timestamp=job.timestamp,
+                            record.update(digest=digests[job.student], checks=checks, timestamp=job.timestamp,
                                           raw_total=record["total"])
                             apply_late_penalty(record, deadline, late_penalty)
                             results.put(record)
