@@ -19,8 +19,9 @@ from autograder import ROOT
 
 HERE = Path(__file__).resolve().parent / "edition"
 COPIED = ("book", "notebooks", "gencore", "scripts", "_config.yml", "_toc.yml", ".gitignore")
-IGNORED = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", "*.egg-info", "_build")
-INSTRUCTOR_ONLY = re.compile(r"^(nbgrader|pytest|pytest-xdist|nbval|playwright)\b|^-e \./autograder")
+# format_code.py formats the course's own sources (ruff.toml, `make format`): an instructor's tool
+IGNORED = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", "*.egg-info", "_build", "format_code.py")
+INSTRUCTOR_ONLY = re.compile(r"^(nbgrader|pytest|pytest-xdist|nbval|playwright|ruff)\b|^-e \./autograder")
 
 
 def student_requirements(text: str) -> str:

@@ -7,6 +7,8 @@ one case tries to write into. Used by tests/test_autograder.py (one grading run 
 
 from __future__ import annotations
 
+import ast
+
 import json
 import random
 from pathlib import Path
@@ -31,10 +33,13 @@ def _kl_with(body: str, wrong: bool = True) -> str:
 
 
 def _in_piece(piece: str, body: str, solution: dict) -> str:
-    """The solution of ``piece`` with ``body`` run at its start."""
-    head, _, rest = solution[piece].partition("\n")
-    indented = "\n".join("    " + line for line in body.strip().splitlines())
-    return f"{head}\n{indented}\n{rest}"
+    """The solution of ``piece`` with ``body`` run at its start (after the signature, which may
+    span several lines)."""
+    lines = solution[piece].splitlines()
+    function = next(node for node in ast.parse(solution[piece]).body if isinstance(node, ast.FunctionDef))
+    first = function.body[0].lineno - 1  # the body's first line, 0-based
+    indented = ["    " + line for line in body.strip().splitlines()]
+    return "\n".join(lines[:first] + indented + lines[first:])
 
 
 def build(folder: Path, released: nbformat.NotebookNode, out: Path) -> dict[str, tuple[float, str]]:

@@ -1,10 +1,13 @@
-"""Sphinx extension: make the built book work with no network at all.
+"""Sphinx extension: the built book works with no network at all, and fits the screen.
 
 1. MathJax ships with the site. The MathJax 3 files come from the ``sphinx-mathjax-offline``
    package (installed from requirements.txt); only what the CHTML output needs is copied to
    ``_static/mathjax`` (the TeX input, its extensions, the CHTML fonts and the menu), not the
    package's 24 MB of alternatives, and Sphinx is pointed at the local copy.
-2. Each script is included once per page: sphinx-thebe registers its configuration script once
+2. A little CSS of the course's own (``static/course_site.css``): a folded code cell opens as wide
+   as an unfolded one, so that code formatted to ruff.toml's line length fits both; on a phone a
+   wide table scrolls inside itself and a long inline literal wraps, instead of widening the page.
+3. Each script is included once per page: sphinx-thebe registers its configuration script once
    per read phase, and a build with execution has two, which declares a ``const`` twice and
    raises a JavaScript error on every page.
 """
@@ -65,8 +68,14 @@ def no_colab_for_markdown(app: Sphinx, pagename: str, templatename: str, context
             group["buttons"] = [b for b in group["buttons"] if b.get("text") != "Colab"]
 
 
+def add_static(app: Sphinx) -> None:
+    app.config.html_static_path.append(str(Path(__file__).parent / "static"))
+
+
 def setup(app: Sphinx) -> dict:
     mathjax_source()  # fail early, with the fix in the message
+    app.connect("builder-inited", add_static)
+    app.add_css_file("course_site.css")
     app.config.mathjax_path = f"mathjax/{MATHJAX_ENTRY}"
     app.connect("build-finished", copy_mathjax)
     # early: html-page-context stops at the first handler that returns a template name
