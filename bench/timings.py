@@ -78,12 +78,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             clone = Path(tmp) / "course"
             subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+            # make book's two steps with this .venv: the chapters side by side, then the build
+            execute = [str(BIN / "python"), str(ROOT / "scripts" / "execute_book.py"), "--root", str(clone)]
             build = [str(BIN / "jupyter-book"), "build", str(clone), "--warningiserror", "--nitpick", "--keep-going"]
             env = {"GENCORE_PROGRESS": "0", "GENCORE_SCALE": "small"}
-            seconds = time_command(build, clone, env)
+            seconds = time_command(execute, clone, env) + time_command(build, clone, env)
             rows.append(("make book from a clean clone (small scale, install excluded)", seconds, 10 * 60))
             print(f"clean book build: {seconds:.1f} s", flush=True)
-            seconds = time_command(build, clone, env)
+            seconds = time_command(execute, clone, env) + time_command(build, clone, env)
             rows.append(("make book again, nothing changed (cached)", seconds, 30))
             print(f"cached book build: {seconds:.1f} s", flush=True)
 

@@ -128,6 +128,26 @@ def test_rebuild_is_cached_and_reexecutes_only_the_changed_chapter(book: Path):
         assert build(book).returncode == 0
 
 
+def test_parallel_executor_reads_chapters_as_the_build_does(book: Path):
+    """`make book` first executes the chapters side by side (scripts/execute_book.py) into the
+    cache the build reads. After a build it must find every chapter there: a notebook read in any
+    other way than MyST-NB reads it would hash differently, miss, and be executed twice."""
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "execute_book.py"), "--root", str(book),
+                               "--check"], capture_output=True, text=True, timeout=300)
+
+    done = check()
+    assert done.returncode == 0 and "every chapter is in the execution cache" in done.stdout, done.stdout + done.stderr
+    chapter = book / "book" / "foundations.md"
+    original = chapter.read_text()
+    try:  # a change to a chapter's code is seen
+        chapter.write_text(original + "\n```{code-cell} ipython3\nprint(3)\n```\n")
+        changed = check()
+        assert changed.returncode == 1 and "book/foundations.md" in changed.stdout, changed.stdout + changed.stderr
+    finally:
+        chapter.write_text(original)
+
+
 # ---------------------------------------------------------------------------- the site in a browser
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
@@ -269,6 +289,78 @@ def test_interactive_figures_respond_without_a_kernel(page, site):
         slider.locator("input").fill(str(target))  # sets the value and fires the input event
         assert slider.evaluate(shown) == target and slider.locator("output").inner_text() != label_before
     assert not page.errors, page.errors
+
+
+# what sticks out of its box on a page: code lines wider than their cell's text column (folded
+# cells opened first, so that a hidden line counts too) and display equations wider than their
+# block; each as a line of text naming it
+TOO_WIDE = """() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const found = [];
+  for (const pre of document.querySelectorAll('div.cell_input pre')) {
+    const style = getComputedStyle(pre);
+    const room = pre.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    const lines = pre.textContent.split('\\n');
+    const probe = document.createElement('span');
+    probe.style.whiteSpace = 'pre';
+    pre.appendChild(probe);
+    probe.textContent = 'x'.repeat(100);
+    const perChar = probe.getBoundingClientRect().width / 100;
+    for (const line of lines) {
+      if (line.length * perChar < room - 4 * perChar) continue;  // clearly fits: skip the layout
+      probe.textContent = line;
+      const width = probe.getBoundingClientRect().width;
+      if (width > room + 1) found.push(`code line ${Math.round(width)} px > ${Math.round(room)} px: ${line.trim().slice(0, 80)}`);
+    }
+    probe.remove();
+  }
+  const items = (window.MathJax && MathJax.startup && MathJax.startup.document) ? [...MathJax.startup.document.math] : [];
+  for (const container of document.querySelectorAll('mjx-container[display="true"]')) {
+    const box = container.parentElement;
+    const width = (container.firstElementChild || container).getBoundingClientRect().width;
+    if (width > box.clientWidth + 1) {
+      const item = items.find(i => i.typesetRoot === container);
+      const name = box.id || (item ? item.math.trim().replace(/\\s+/g, ' ').slice(0, 80) : box.className);
+      found.push(`equation ${Math.round(width)} px > ${box.clientWidth} px: ${name}`);
+    }
+  }
+  return found;
+}"""
+
+PAGE_OVERFLOW = """() => {
+  const over = document.documentElement.scrollWidth - window.innerWidth;
+  if (over <= 0) return null;
+  const culprits = [...document.body.querySelectorAll('*')].filter(e => {
+    if (e.parentElement.closest('pre, mjx-container, .cell_output')) return false;  // scrolls inside its box
+    const r = e.getBoundingClientRect();
+    return r.right > window.innerWidth + 1 && e.parentElement.getBoundingClientRect().right <= window.innerWidth + 1;
+  }).slice(0, 5).map(e => e.tagName.toLowerCase() + (e.className ? '.' + String(e.className).split(' ')[0] : ''));
+  return `${over} px wider than the screen; sticking out: ${culprits.join(', ')}`;
+}"""
+
+
+def test_pages_fit_the_screen(page, site, browser):
+    """At 1280x900 no code line and no display equation is wider than its box (the code is
+    formatted to ruff.toml's line length, long equations are split over aligned lines); on a
+    phone (390x844) the page itself does not scroll sideways (a code cell may, inside itself)."""
+    base, html = site
+    problems = []
+    # not is_mobile: mobile emulation widens the layout viewport to fit the content, which would
+    # hide the very overflow looked for
+    phone = browser.new_context(viewport={"width": 390, "height": 844})
+    phone.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base + "/") else r.abort())
+    small = phone.new_page()
+    try:
+        for name in html_pages(html):
+            load(page, f"{base}/{name}")
+            problems += [f"{name} at 1280 px: {problem}" for problem in page.evaluate(TOO_WIDE)]
+            load(small, f"{base}/{name}")
+            overflow = small.evaluate(PAGE_OVERFLOW)
+            if overflow:
+                problems.append(f"{name} at 390 px: {overflow}")
+    finally:
+        phone.close()
+    assert not problems, f"{len(problems)} thing(s) wider than the screen:\n" + "\n".join(problems)
 
 
 def test_full_text_search_works_offline(page, site):
