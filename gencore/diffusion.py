@@ -7,7 +7,7 @@
    exact epsilon-predictor of Gaussian data, ``gaussian_eps_model``;
 3. samplers: ``ddpm_sample`` and ``ddim_sample`` accept any callable ``eps_model(x_t, t)``;
 4. denoisers: ``MLPDenoiser`` for 2-D points, ``UNet8`` for 8x8 digits, ``EMA`` of weights;
-5. training: ``train_diffusion``, which takes the loss as an argument.
+5. training: ``train_diffusion``, which takes the loss as an argument, on the loop ``train_with_ema``.
 
 Time is indexed from 0 as in the code of Ho et al.: ``t`` in {0, ..., T-1}, and index ``t``
 is the paper's step t + 1. So ``alpha_bar[t]`` is prod_{s <= t} (1 - beta_s), ``x_t`` has been
@@ -482,6 +482,23 @@ def train_diffusion(
     if not isinstance(x_train, torch.Tensor) or x_train.dim() != 2 or x_train.shape[1] != config.data_dim:
         raise ValueError(f"expected data of shape (N, {config.data_dim}), got {getattr(x_train, 'shape', type(x_train).__name__)}")
     schedule = (schedule or config.make_schedule()).to(x_train.device)
+
+    def batch_loss(net: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        return loss_fn(net, x_train[index], schedule.alpha_bar)  # the schedule stays float32
+
+    return train_with_ema(model, x_train, config, batch_loss, seed=seed, progress=progress, description="diffusion training")
+
+
+def train_with_ema(
+    model: nn.Module, x_train: torch.Tensor, config, batch_loss: Callable, *, seed: int = 0,
+    progress: bool | None = None, description: str = "training",
+) -> tuple[dict[str, list[float]], nn.Module]:
+    """The loop that ``train_diffusion`` and ``gencore.flow.train_flow`` share: ``config.steps`` Adam
+    steps (cosine decay to lr / 10) on ``batch_loss(net, index)``, the loss on the rows ``index`` of
+    ``x_train``, drawn uniformly with replacement; returns (history, EMA model).
+
+    ``config`` needs ``lr``, ``steps``, ``batch_size`` and ``ema_decay``.
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)  # one kernel per step, not per tensor
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps, eta_min=config.lr / 10)
     ema = EMA(model, config.ema_decay)
@@ -490,13 +507,13 @@ def train_diffusion(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the loss draws t and the noise from the global generator
     history: dict[str, list[float]] = {"step": [], "loss": []}
-    bar = progress_bar(range(1, config.steps + 1), config.steps, "diffusion training", progress)
+    bar = progress_bar(range(1, config.steps + 1), config.steps, description, progress)
     log = StepLog(history, bar=bar, show=("loss",))
     for step in bar:
         index = to_device(torch.randint(0, len(x_train), (config.batch_size,), generator=generator), x_train.device)
         optimizer.zero_grad()
-        with autocast(x_train.device):  # bf16 layers on a GPU; the denoiser returns float32
-            loss = loss_fn(net, x_train[index], schedule.alpha_bar)  # the schedule stays float32
+        with autocast(x_train.device):  # bf16 layers on a GPU; the network returns float32
+            loss = batch_loss(net, index)
         loss.backward()
         optimizer.step()
         scheduler.step()
