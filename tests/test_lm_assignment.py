@@ -90,10 +90,30 @@ def mh_log_acceptance(logp_proposal, logp_current, logq_proposal, logq_current, 
 def mh_log_acceptance(logp_proposal, logp_current, logq_proposal, logq_current, alpha):
     return alpha * (logp_proposal - logp_current) + logq_current - logq_proposal
 ''', 1.0),  # samples the right law (u <= A > 1 always accepts), but log A > 0 is not a log-probability
+    "best_of_n_argmin": ("best_of_n", '''
+def best_of_n(scores, completions):
+    return [group[i] for group, i in zip(completions, scores.argmin(dim=1).tolist())]
+''', 0.0),
+    "best_of_n_ties_to_the_last": ("best_of_n", '''
+def best_of_n(scores, completions):
+    last = scores.shape[1] - 1 - scores.flip(1).argmax(dim=1)  # the last of the tied
+    return [group[i] for group, i in zip(completions, last.tolist())]
+''', 1.0),  # the visible example has no ties
+    "best_of_n_compares_across_prompts": ("best_of_n", '''
+def best_of_n(scores, completions):
+    i = int(scores.argmax()) % scores.shape[1]  # the best candidate of all prompts together
+    return [group[i] for group in completions]
+''', 0.0),
+    "best_of_n_softmax_over_prompts": ("best_of_n", '''
+def best_of_n(scores, completions):
+    weights = torch.softmax(scores, dim=0)  # normalised over the prompts, not the candidates
+    return [group[i] for group, i in zip(completions, weights.argmax(dim=1).tolist())]
+''', 1.0),  # right on the visible example; scores of one prompt are compared with other prompts'
 }
 
 
 class TestLMAssignment(assignments.AssignmentTests):
     ASSIGNMENT = ASSIGNMENT
     WRONG = WRONG
-    SECRETS = ("torch.softmax(alpha * logits", "torch.clamp(log_ratio", "scored[len(prompt) - 1:]")
+    SECRETS = ("torch.softmax(alpha * logits", "torch.clamp(log_ratio", "scored[len(prompt) - 1:]",
+               "scores.argmax(dim=1).tolist()")

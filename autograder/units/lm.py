@@ -6,8 +6,8 @@ docstring is what students read); ``release`` writes the grade_ids, points and h
 the hidden ones exist only here. The student's process only produces data (``lm_probes.py``);
 every comparison below runs in the grader's process, against references independent of the
 student's code and of the library's: log-probabilities by a brute-force loop with one model call
-per token, conditionals multiplied out from the tables of tiny models, counting by hand, and the
-Metropolis-Hastings formula written on whole sequences.
+per token, conditionals multiplied out from the tables of tiny models, counting by hand, the
+Metropolis-Hastings formula written on whole sequences, and a loop that keeps the first of the best.
 """
 
 from __future__ import annotations
@@ -233,6 +233,52 @@ def mh_hidden(d: dict) -> None:
                                f"are at total variation {tv:.3f} from the exact p^alpha (allowed {TV_TOLERANCE})")
 
 
+# -- part 5: best_of_n ---------------------------------------------------------------------------
+
+
+def first_best(row: list[float]) -> int:
+    """The index of the largest score of a row, the earliest among equals, by a plain loop."""
+    best = 0
+    for i, value in enumerate(row):
+        if value > row[best]:
+            best = i
+    return best
+
+
+def _picked(value, what: str) -> list:
+    require(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
+            f"best_of_n should return a list of completions (strings), got {type(value).__name__} for {what}")
+    return list(value)
+
+
+@visible(probes.bon_visible)
+def bon_visible(d: dict) -> None:
+    """two prompts with distinct scores; a single candidate"""
+    picked = _picked(d["picked"], "the visible example")
+    require(picked == ["68,135.", "47."],
+            f"with scores {probes.BON_VISIBLE['scores']} expected ['68,135.', '47.'] (the highest score of each row), "
+            f"got {picked!r}")
+    require(_picked(d["single"], "one candidate") == ["5."], "a prompt with one candidate should get that candidate")
+
+
+@hidden(probes.bon_hidden)
+def bon_hidden(d: dict) -> None:
+    """ties (verifier verdicts, rows of equal scores), -inf scores, one candidate per prompt, rows on
+    different scales and random integer scores, against a loop that keeps the first of the best"""
+    got = d["picked"]
+    cases = probes.bon_hidden_inputs()
+    require(isinstance(got, list) and len(got) == len(cases), "best_of_n returned nothing")
+    for (scores, completions), value in zip(cases, got):
+        expected = [group[first_best(row)] for group, row in zip(completions, scores.tolist())]
+        value = _picked(value, f"scores of shape {tuple(scores.shape)}")
+        wrong = [p for p, (a, b) in enumerate(zip(value, expected)) if a != b]
+        require(len(value) == len(expected) and not wrong,
+                f"on scores of shape {tuple(scores.shape)}, prompt {wrong[0] if wrong else len(value)}: expected "
+                f"{expected[wrong[0]] if wrong else len(expected)!r}, got {value[wrong[0]] if wrong else len(value)!r} "
+                f"(scores {scores[wrong[0]].tolist() if wrong else ''}); compare within each row only, ties go to the "
+                "first candidate")
+
+
 # -- the unit ----------------------------------------------------------------------------------
 
 UNIT = Unit(
@@ -250,5 +296,8 @@ UNIT = Unit(
         Piece("mh_log_acceptance", "The Metropolis-Hastings acceptance of power sampling",
               "power-sampling-by-metropolis-hastings", (mh_visible, mh_hidden),
               forbidden=("gencore.sampling.mh_log_acceptance",)),
+        Piece("best_of_n", "Best-of-N selection with ties to the first candidate",
+              "book/reward.html#best-of-n-selection-and-ties", (bon_visible, bon_hidden),
+              forbidden=("gencore.reward.best_of_n", "gencore.reward.best_of_n_index")),
     ),
 )

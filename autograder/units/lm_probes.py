@@ -78,6 +78,26 @@ MH_VISIBLE = {"logp_proposal": [-2.0, -4.0], "logp_current": [-1.0, -4.0], "logq
               "logq_current": [-1.5, -2.5], "alpha": 2.0}
 
 
+BON_VISIBLE = {"scores": [[0.1, 0.9, 0.3], [2.0, -1.0, 0.5]],
+               "completions": [["60,130.", "68,135.", "70,135."], ["47.", "46.", "48."]]}
+
+
+def bon_hidden_inputs() -> list[tuple[torch.Tensor, list[list[str]]]]:
+    """(scores (P, N), completions) cases: ties, rows of equals, -inf, one candidate, a row whose best
+    is far below another row's scores, and random integer scores (many ties)."""
+    g = torch.Generator().manual_seed(25)
+    inf = float("inf")
+    cases = [
+        torch.tensor([[0.0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 1]]),  # verifier verdicts: ties everywhere
+        torch.tensor([[-inf, -inf, -1.0], [-inf, -inf, -inf], [-inf, 2.0, 2.0]]),  # candidates ruled out
+        torch.tensor([[100.0, 99.0, 98.0], [-5.0, -1.0, -3.0], [0.5, 0.5, 0.7]], dtype=torch.float64),
+        torch.tensor([[0.2], [-3.0], [7.0]]),  # one candidate per prompt
+        torch.randint(0, 3, (40, 6), generator=g).float(),
+        torch.randn(30, 8, generator=g) * torch.arange(1, 31).float()[:, None],  # rows on different scales
+    ]
+    return [(s, [[f"{p},{i}." for i in range(s.shape[1])] for p in range(s.shape[0])]) for s in cases]
+
+
 def mh_hidden_inputs() -> dict:
     g = torch.Generator().manual_seed(22)
     return {name: -4 * torch.rand(50, generator=g, dtype=torch.float64)
@@ -163,6 +183,20 @@ def mh_hidden(student, ref):
                                      acceptance_fn=accept)
     out["samples"] = result.completions
     return out
+
+
+# -- part 5: best_of_n ---------------------------------------------------------------------------
+
+
+def bon_visible(student, ref):
+    best = student["best_of_n"]
+    return {"picked": best(torch.tensor(BON_VISIBLE["scores"]), [list(c) for c in BON_VISIBLE["completions"]]),
+            "single": best(torch.tensor([[0.3]]), [["5."]])}
+
+
+def bon_hidden(student, ref):
+    best = student["best_of_n"]
+    return {"picked": [best(scores.clone(), [list(c) for c in completions]) for scores, completions in bon_hidden_inputs()]}
 
 
 def warm() -> None:
