@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # longest first (from earlier runs of the same page; a page never run counts as long), so
     # that one long chapter does not start last and run alone
-    last = {record.uri: record.data.get("execution_seconds", 0) for record in
+    last = {record.uri: (record.data or {}).get("execution_seconds", 0) for record in
             sorted(cache.list_cache_records(), key=lambda record: record.created)}
     todo.sort(key=lambda path: -last.get(str(path), float("inf")))
     timeout = int(config().get("execute", {}).get("timeout", 900))
