@@ -1,16 +1,13 @@
 """Figures shared by the chapters and the notebooks.
 
 Every function draws on a matplotlib ``Axes`` (made if not given) and returns it, so figures
-can be composed. ``frame_slider`` builds an interactive figure that works in a static web page:
-the frames are rendered in advance and a few lines of JavaScript swap them as a slider moves.
+can be composed. ``FrameSlider`` builds an interactive figure that works in a static web page:
+the frames are rendered in advance and ``gencore.interactive`` swaps them as a slider moves.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
-import uuid
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -115,47 +112,14 @@ def figure_to_png(fig, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-class FrameSlider:
-    """Pre-rendered frames with a slider; displays as self-contained HTML (no kernel needed).
+def FrameSlider(frames: Sequence[bytes], labels: Sequence[str], title: str = "", start: int = 0, play: bool = False):
+    """Pre-rendered frames with one slider (and a play button if ``play``); works without a kernel.
 
-    Each frame is PNG bytes; ``labels`` are shown beside the slider. In Jupyter and in a
-    Jupyter Book page this renders through ``_repr_html_``.
+    Each frame is PNG bytes and ``labels`` name them. The HTML is ``gencore.interactive.Explorer``'s:
+    in Jupyter and in a Jupyter Book page it renders through ``_repr_html_``.
     """
+    from gencore.interactive import Control, Explorer
 
-    def __init__(self, frames: Sequence[bytes], labels: Sequence[str], title: str = "", start: int = 0):
-        if len(frames) == 0 or len(frames) != len(labels):
-            raise ValueError(f"need one label per frame and at least one frame, got {len(frames)} frames and {len(labels)} labels")
-        self.frames, self.labels, self.title, self.start = list(frames), list(labels), title, start
-
-    def _repr_html_(self) -> str:
-        uid = "fs-" + uuid.uuid4().hex[:8]
-        sources = [f"data:image/png;base64,{base64.b64encode(f).decode()}" for f in self.frames]
-        images = "".join(
-            f'<img src="{src}" alt="{html.escape(label)}" data-index="{i}" '
-            f'style="display:{"block" if i == self.start else "none"};max-width:100%">'
-            for i, (src, label) in enumerate(zip(sources, self.labels))
-        )
-        labels_js = "[" + ",".join('"' + html.escape(label).replace('"', "&quot;") + '"' for label in self.labels) + "]"
-        return f"""
-<div class="frame-slider" id="{uid}">
-  <div style="font-weight:600">{html.escape(self.title)}</div>
-  <label style="display:flex;gap:0.6em;align-items:center">
-    <input type="range" min="0" max="{len(self.frames) - 1}" value="{self.start}" step="1" style="flex:1">
-    <output>{html.escape(self.labels[self.start])}</output>
-  </label>
-  <div class="frames">{images}</div>
-</div>
-<script>
-(function() {{
-  var root = document.getElementById("{uid}");
-  var labels = {labels_js};
-  var slider = root.querySelector("input"), out = root.querySelector("output");
-  var frames = root.querySelectorAll(".frames img");
-  slider.addEventListener("input", function() {{
-    var k = parseInt(slider.value);
-    frames.forEach(function(img, i) {{ img.style.display = (i === k) ? "block" : "none"; }});
-    out.innerHTML = labels[k];
-  }});
-}})();
-</script>
-"""
+    if len(frames) == 0 or len(frames) != len(labels):
+        raise ValueError(f"need one label per frame and at least one frame, got {len(frames)} frames and {len(labels)} labels")
+    return Explorer(frames, [Control("", tuple(labels))], title=title, start=[start], play="" if play else None)

@@ -272,6 +272,7 @@ def train_vae(
     kl_fn: Callable = gaussian_kl,
     nll_fn: Callable = bernoulli_nll,
     eval_every: int = 50,
+    on_eval: Callable[[int, VAE], None] | None = None,
     seed: int = 0,
     progress: bool | None = None,
 ) -> dict[str, list[float]]:
@@ -282,6 +283,8 @@ def train_vae(
     The history has the training loss at every step (``step``, ``loss``) and, every
     ``eval_every`` steps, the reconstruction term and the KL term measured on ``x_eval``
     (``eval_step``, ``recon``, ``kl``; ``x_eval`` defaults to the first 512 training points).
+    ``on_eval(step, model)``, when given, is called after each evaluation: a place to keep
+    snapshots of the model for pictures of training (copy what you keep, the model goes on).
     """
     config = config or model.config
     _check_data(x_train, config.data_dim)
@@ -311,6 +314,8 @@ def train_vae(
             history["recon"].append(recon)
             history["kl"].append(kl)
             bar.set_postfix(recon=f"{recon:.1f}", kl=f"{kl:.1f}")
+            if on_eval is not None:
+                on_eval(step, model)
     log.flush()
     return history
 

@@ -275,20 +275,96 @@ def test_internal_links_resolve(page, site):
     assert not missing, "\n".join(missing)
 
 
+DEMO_STATE = """(root) => {
+  const canvas = root.querySelector('canvas');
+  let ink = null;
+  if (canvas) {
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    ink = Array.from(data).join(',');
+  }
+  return {frame: root.dataset.frame, src: root.querySelector('img.demo-frame').src.slice(-200),
+          labels: [...root.querySelectorAll('[data-control] output')].map(o => o.textContent),
+          z: root.dataset.z || null, ink: ink};
+}"""
+
+
+def exercise_demo(page, demo, where: str) -> list[str]:
+    """Move every control of one demo, press play, point into a latent explorer; what failed."""
+    problems = []
+    spec = demo.evaluate("(root) => ({controls: root.demoSpec.controls, play: root.demoSpec.play, interval: root.demoSpec.interval, decode: !!root.demoSpec.decode})")
+    demo.scroll_into_view_if_needed()
+    for i, control in enumerate(spec["controls"]):
+        if len(control["labels"]) < 2:
+            continue  # nothing to move (a demo with one frame at the smoke scale)
+        box = demo.locator(f'[data-control="{i}"]')
+        before = demo.evaluate(DEMO_STATE)
+        if control["kind"] == "slider":
+            current = int(box.locator("input").input_value())
+            box.locator("input").fill(str(0 if current else len(control["labels"]) - 1))  # fires "input"
+        else:
+            box.locator("input:not(:checked)").first.check()
+        after = demo.evaluate(DEMO_STATE)
+        if after["frame"] == before["frame"] or after["src"] == before["src"]:
+            problems.append(f"{where}: control {control['name']!r} did not change the picture")
+        if after["labels"][i] == before["labels"][i]:
+            problems.append(f"{where}: control {control['name']!r} did not change its label")
+    if spec["play"] is not None and len(spec["controls"][spec["play"]]["labels"]) > 1:
+        slider = demo.locator(f'[data-control="{spec["play"]}"] input')
+        slider.fill("0")
+        before = demo.evaluate(DEMO_STATE)
+        demo.locator("button.demo-play").click()
+        page.wait_for_timeout(spec["interval"] * 2.5)
+        after, position = demo.evaluate(DEMO_STATE), int(slider.input_value())
+        demo.locator("button.demo-play").click()  # pause (or restart, if it finished)
+        if position == 0 or after["frame"] == before["frame"]:
+            problems.append(f"{where}: play did not advance the frames")
+    if spec["decode"]:
+        img = demo.locator("img.demo-frame")
+        img.scroll_into_view_if_needed()
+        inks = []
+        for u, v in ((0.25, 0.3), (0.7, 0.8)):
+            frame = int(demo.get_attribute("data-frame"))
+            left, top, right, bottom = demo.evaluate(f"(root) => root.demoSpec.decode.boxes[{frame}]")
+            e = demo.evaluate("(root) => root.demoSpec.decode.extent")
+            rect = img.bounding_box()
+            page.mouse.move(rect["x"] + (left + u * (right - left)) * rect["width"],
+                            rect["y"] + (top + v * (bottom - top)) * rect["height"])
+            expected = (e[0] + u * (e[1] - e[0]), e[3] - v * (e[3] - e[2]))
+            try:
+                page.wait_for_function(
+                    "([root, z]) => root.dataset.z && root.dataset.z.split(',').every((c, j) => Math.abs(+c - z[j]) < 0.1)",
+                    arg=[demo.element_handle(), list(expected)], timeout=5000)
+            except Exception:
+                problems.append(f"{where}: pointing at z = {expected} decoded at {demo.get_attribute('data-z')}")
+                continue
+            inks.append(demo.evaluate(DEMO_STATE)["ink"])
+            caption = demo.locator(".demo-decoded figcaption").inner_text()
+            if f"{expected[0]:.1f}"[:3] not in caption:
+                problems.append(f"{where}: caption {caption!r} does not name z = {expected}")
+        if len(inks) == 2 and inks[0] == inks[1]:
+            problems.append(f"{where}: two points of the latent space decoded to the same picture")
+    return problems
+
+
 def test_interactive_figures_respond_without_a_kernel(page, site):
-    base, _ = site
-    load(page, f"{base}/book/vae.html")
-    sliders = page.locator(".frame-slider")
-    assert sliders.count() >= 1
-    for i in range(sliders.count()):
-        slider = sliders.nth(i)
-        shown = "(root) => [...root.querySelectorAll('.frames img')].findIndex(img => img.style.display !== 'none')"
-        before, label_before = slider.evaluate(shown), slider.locator("output").inner_text()
-        last = int(slider.locator("input").get_attribute("max"))
-        target = 0 if before == last else last
-        slider.locator("input").fill(str(target))  # sets the value and fires the input event
-        assert slider.evaluate(shown) == target and slider.locator("output").inner_text() != label_before
-    assert not page.errors, page.errors
+    """Every demo on every page, with the network cut: each control changes the picture and its
+    label, play advances, and a latent explorer decodes the point under the pointer."""
+    base, html = site
+    problems, seen = [], {}
+    for name in html_pages(html):
+        if 'class="course-demo"' not in (html / name).read_text():
+            continue  # a page without demos (test_pages_load_offline_with_images_and_typeset_math loads it)
+        load(page, f"{base}/{name}")
+        demos = page.locator(".course-demo")
+        for i in range(demos.count()):
+            problems += exercise_demo(page, demos.nth(i), f"{name} demo {i + 1}")
+        seen[name] = (demos.count(), page.locator(".course-demo .demo-decoded").count())
+        assert not page.errors, f"{name}: {page.errors}"
+    assert not page.blocked, f"the site tried to reach the network: {sorted(set(page.blocked))}"
+    # the four demos of the lecture page, at least
+    assert seen["book/foundations.html"][0] >= 2 and seen["book/autoregressive.html"][0] >= 1
+    assert seen["book/vae.html"][0] >= 3 and seen["book/vae.html"][1] >= 1
+    assert not problems, "\n".join(problems)
 
 
 # what sticks out of its box on a page: code lines wider than their cell's text column (folded
