@@ -1,6 +1,8 @@
 """The weight of each page of the built book, and of the interactive demos it holds.
 
-    .venv/bin/python bench/page_weights.py            # after `make book`; appends to bench/results.md
+    .venv/bin/python bench/page_weights.py [SITE]     # after `make book`; appends to bench/results.md
+
+SITE is a built site's folder (default: this checkout's _build/html).
 
 For every page with at least one demo (``gencore.interactive``: a ``course-demo`` element, its
 pre-rendered frames and its script), the table gives the page's HTML, the image files it loads
@@ -47,6 +49,9 @@ def theme_weight() -> int:
 
 
 def main() -> None:
+    global HTML
+    if len(sys.argv) > 1:
+        HTML = Path(sys.argv[1])
     if not HTML.exists():
         sys.exit("no built book: run `make book` first")
     rows = []
