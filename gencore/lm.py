@@ -83,12 +83,23 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """``x`` (B, T, C) -> (B, T, C). With a ``cache`` (a dict, empty at first), the keys and
+        values of the positions seen before are kept there and ``x`` holds the positions after
+        them: sampling then runs one new position per token instead of the whole prefix."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, C/H)
+        causal = True
+        if cache is not None:
+            if "k" in cache:  # earlier positions: every new one may attend to all of them
+                if T != 1:
+                    raise ValueError(f"after the first call a cache takes one position at a time, got {T}")
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                causal = False
+            cache["k"], cache["v"] = k, v
         # softmax(q k^T / sqrt(d)) v with the upper triangle masked: the autoregressive factorisation
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, C/H)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, H, T, C/H)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
@@ -102,8 +113,8 @@ class Block(nn.Module):
             nn.Linear(config.n_embd, 4 * config.n_embd), nn.GELU(), nn.Linear(4 * config.n_embd, config.n_embd)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
 
 
@@ -147,6 +158,25 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=tasks.PAD_ID)
         return logits, loss
+
+    @torch.no_grad()
+    def next_token_logits(self, idx: torch.Tensor, position: int, caches: list[dict]) -> torch.Tensor:
+        """Logits (B, V) of the token after ``idx`` (B, T), the tokens at positions ``position`` ..
+        ``position`` + T - 1, given ``caches`` (one dict per block) that hold the positions before.
+
+        ``forward`` on the whole prefix gives the same logits at its last position; this runs only
+        the new positions (key-value caching), which makes sampling several times faster.
+        """
+        B, T = idx.shape
+        if len(caches) != len(self.blocks) or position + T > self.config.block_size:
+            raise ValueError(f"need one cache per block ({len(self.blocks)}) and position + T <= "
+                             f"{self.config.block_size}, got {len(caches)} and {position} + {T}")
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(position, position + T, device=idx.device))  # (B, T, C)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, cache)
+        with float32_region(idx.device):
+            logits = self.head(at_least_float32(self.ln_f(x[:, -1])))  # (B, V)
+        return logits.masked_fill(self.pad_mask, -1e4)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -287,12 +317,21 @@ def sample_continuations(
     ar = torch.arange(L, device=idx.device)
     idx[ar[None] >= end[:, None]] = tasks.PAD_ID
     spans = list(zip(start.tolist(), end.tolist()))  # on the host once, not a GPU round trip per token
+    # the course GPT keeps the keys and values of the positions it has seen (one new position per
+    # token, the same logits); any other model is run on the whole prefix at every step
+    gpt = getattr(model, "_orig_mod", model)  # through torch.compile's wrapper
+    caches = [{} for _ in gpt.blocks] if isinstance(gpt, GPT) else None
+    seen = 0  # positions already in the caches
     for t in range(int(start.min()), int(end.max())):
+        if caches is not None:  # every position up to t - 1 enters the caches, skipped steps too
+            logits = gpt.next_token_logits(idx[:, seen:t], seen, caches)  # (B, V)
+            seen = t
         if not any(s <= t < e for s, e in spans):
             continue
         write = (start <= t) & (t < end)  # (B,)
-        logits, _ = model(idx[:, :t])
-        logits = logits[:, -1]  # (B, V): the prediction for position t
+        if caches is None:
+            logits, _ = model(idx[:, :t])
+            logits = logits[:, -1]  # (B, V): the prediction for position t
         if temperature == 0 and probs_fn is None:
             token = logits.argmax(dim=-1)
         else:

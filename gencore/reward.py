@@ -3,10 +3,11 @@
 1. samples: ``LabelledSamples``, K completions per prompt drawn once from the base model and
    labelled by the verifier (``sample_and_label``), split by prompt (``split``);
 2. the reward model: ``RewardModel``, a copy of the base GPT's trunk (embeddings, blocks, final
-   norm) with a scalar head read at the last token of prompt + completion (the verifiers of Cobbe
-   et al. 2021 are also language models of the generator's size with a scalar head); its top
-   block and the head are fine-tuned, the lower blocks stay frozen; ``score`` scores many
-   completions;
+   norm) read out in one of two ways: a scalar head at the last token of prompt + completion
+   (the verifiers of Cobbe et al. 2021 are language models of the generator's size with a scalar
+   head), or through the language model's own output layer, a rescaled log-likelihood of the
+   completion under the copy; its top blocks and the readout are fine-tuned, the lower blocks
+   stay frozen; ``score`` scores many completions;
 3. two ways to train it on the same samples: an outcome reward model (ORM), a logistic
    regression of the verifier's label, ``orm_loss``; and a Bradley-Terry model on (correct,
    wrong) pairs of the same prompt, ``same_prompt_pairs`` and ``gencore.preference.
@@ -32,7 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gencore import lm, sampling, tasks
-from gencore.device import StepLog, pick, progress_bar
+from gencore.device import StepLog, float32_region, pick, progress_bar
+from gencore.nn import at_least_float32
 from gencore.preference import bradley_terry_loss
 
 # ---------------------------------------------------------------------------------------------
@@ -97,29 +99,45 @@ def split(samples: LabelledSamples, held_out: float, seed: int = 0) -> tuple[Lab
 
 
 class RewardModel(nn.Module):
-    """r(x, y): the base GPT's trunk read at the last token of prompt + completion, then a linear head.
+    """r(x, y): a copy of the base GPT's trunk and one of two readouts of it.
 
-    Causal attention lets the last position see the prompt and the whole completion, so one
-    vector summarises the pair. The trunk is a copy of the language model's (features that
-    predict the next digit are a head start for checking it). Its last ``trainable_blocks``
-    blocks, the final norm and the head are trained; the embeddings and the blocks below stay as
-    the language model left them, so their output (``frozen_features``) is computed once per
-    sample and a training step runs only the trained blocks. The language model is untouched.
+    ``readout="head"``: a linear head on the vector at the last token of prompt + completion
+    (causal attention lets that position see the prompt and the whole completion), started at
+    zero, the verifier of Cobbe et al. (2021) in form.
+
+    ``readout="likelihood"``: the score is read through the language model's own output layer,
+    r(x, y) = a * sum_t log p_phi(y_t | x, y_<t) + b, the log-likelihood of the completion under
+    the copy, rescaled. At the start (phi the language model, a = 1, b = 0) it is the generator's
+    log-likelihood; training on the verifier's labels moves the copy's next-token probabilities,
+    the scale and the offset.
+
+    The trunk is a copy of the language model's. Its last ``trainable_blocks`` blocks, the final
+    norm and the readout are trained; the embeddings and the blocks below stay as the language
+    model left them, so their output (``frozen_features``) is computed once per sample and a
+    training step runs only the trained blocks. The language model is untouched.
     """
 
-    def __init__(self, base: lm.GPT, trainable_blocks: int = 1):
+    def __init__(self, base: lm.GPT, trainable_blocks: int = 1, readout: str = "head"):
         super().__init__()
         n_layer = len(base.blocks)
         if not isinstance(trainable_blocks, int) or not 0 <= trainable_blocks <= n_layer:
             raise ValueError(f"trainable_blocks must be an int in 0..{n_layer}, got {trainable_blocks!r}")
-        self.config = base.config
+        if readout not in ("head", "likelihood"):
+            raise ValueError(f"readout must be 'head' or 'likelihood', got {readout!r}")
+        self.config, self.readout = base.config, readout
         self.tok_emb, self.pos_emb = copy.deepcopy(base.tok_emb), copy.deepcopy(base.pos_emb)
         self.frozen = copy.deepcopy(base.blocks[: n_layer - trainable_blocks])
         self.trained = copy.deepcopy(base.blocks[n_layer - trainable_blocks:])
         self.ln_f = copy.deepcopy(base.ln_f)
-        self.head = nn.Linear(base.config.n_embd, 1)
-        nn.init.zeros_(self.head.weight)  # every completion starts with the same score
-        nn.init.zeros_(self.head.bias)
+        if readout == "head":
+            self.head = nn.Linear(base.config.n_embd, 1)
+            nn.init.zeros_(self.head.weight)  # every completion starts with the same score
+            nn.init.zeros_(self.head.bias)
+        else:
+            self.lm_head = copy.deepcopy(base.head)  # (V, C): next-token logits
+            self.register_buffer("pad_mask", base.pad_mask.clone(), persistent=False)
+            self.scale = nn.Parameter(torch.tensor(1.0))  # a
+            self.offset = nn.Parameter(torch.tensor(0.0))  # b
         for module in (self.tok_emb, self.pos_emb, self.frozen):
             module.requires_grad_(False)
 
@@ -131,37 +149,57 @@ class RewardModel(nn.Module):
             x = block(x)
         return x
 
-    def score_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Scores (B,) from ``frozen_features`` (B, T, C) of rows holding ``lengths`` (B,) tokens."""
+    def score_features(self, x: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor,
+                       starts: torch.Tensor) -> torch.Tensor:
+        """Scores (B,) from ``frozen_features`` ``x`` (B, T, C) of token ids ``idx`` (B, T), rows
+        holding ``lengths`` (B,) tokens of which the first ``starts`` (B,) are the prompt's."""
         B, T, _ = x.shape
+        if idx.shape != (B, T):
+            raise ValueError(f"idx must be (B, T) = ({B}, {T}) like the features, got {tuple(idx.shape)}")
         if lengths.shape != (B,) or int(lengths.min()) < 1 or int(lengths.max()) > T:
             raise ValueError(f"lengths must be (B,) = ({B},) with values in 1..{T}, got {tuple(lengths.shape)}")
+        if starts.shape != (B,) or int(starts.min()) < 1 or bool((starts >= lengths).any()):
+            raise ValueError("starts must be (B,): each prompt's length, at least 1 and less than the row's")
         for block in self.trained:
             x = block(x)
-        last = self.ln_f(x)[torch.arange(B, device=x.device), lengths - 1]  # (B, C): the last token
-        return self.head(last).squeeze(-1)  # (B,)
+        h = self.ln_f(x)  # (B, T, C)
+        if self.readout == "head":
+            return self.head(h[torch.arange(B, device=x.device), lengths - 1]).squeeze(-1)  # the last token
+        with float32_region(x.device):  # log-probabilities in float32, as in the language model
+            logits = self.lm_head(at_least_float32(h[:, :-1])).masked_fill(self.pad_mask, -1e4)  # (B, T-1, V)
+        logp = lm.token_logprobs(logits, idx[:, 1:])  # (B, T-1): position j predicts token j + 1
+        j = torch.arange(1, T, device=x.device)  # the token each position predicts
+        completion = (j[None] >= starts[:, None]) & (j[None] < lengths[:, None])  # (B, T-1)
+        return self.scale * torch.where(completion, logp, 0.0).sum(1) + self.offset  # (B,)
 
-    def forward(self, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Scores (B,) of right-padded token ids ``idx`` (B, T) whose rows hold ``lengths`` (B,) tokens."""
-        return self.score_features(self.frozen_features(idx), lengths)
+    def forward(self, idx: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Scores (B,) of right-padded token ids ``idx`` (B, T) whose rows hold ``lengths`` (B,)
+        tokens, the prompt's ``starts`` (B,) first."""
+        return self.score_features(self.frozen_features(idx), idx, lengths, starts)
 
 
-def encode_pairs(prompts: list[str], completions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids (B, T) of prompt + completion, right-padded, and each row's length (B,)."""
+def encode_pairs(prompts: list[str], completions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids (B, T) of prompt + completion, right-padded, each row's length (B,) and its
+    prompt's length (B,), where the completion starts."""
     if len(prompts) != len(completions) or not prompts:
         raise ValueError(f"need as many completions as prompts (at least one), got {len(prompts)} and {len(completions)}")
+    if any(not p or not c for p, c in zip(prompts, completions)):
+        raise ValueError("every prompt and every completion needs at least one character")
     seqs = [tasks.encode(p + c) for p, c in zip(prompts, completions)]
-    return lm.pad_batch(seqs), torch.tensor([len(s) for s in seqs])
+    return lm.pad_batch(seqs), torch.tensor([len(s) for s in seqs]), torch.tensor([len(p) for p in prompts])
 
 
 @torch.no_grad()
 def score(reward_model: RewardModel, prompts: list[str], completions: list[str], batch: int = 4096) -> torch.Tensor:
     """r(x, y) for every (prompt, completion) pair, (B,) float."""
     device = lm._device(reward_model)
-    idx, lengths = (t.to(device) for t in encode_pairs(prompts, completions))
+    idx, lengths, starts = (t.to(device) for t in encode_pairs(prompts, completions))
     reward_model.eval()
-    out = [reward_model(idx[i:i + batch, :int(lengths[i:i + batch].max())], lengths[i:i + batch])
-           for i in range(0, len(lengths), batch)]
+    out = []
+    for i in range(0, len(lengths), batch):
+        rows = slice(i, i + batch)
+        width = int(lengths[rows].max())
+        out.append(reward_model(idx[rows, :width], lengths[rows], starts[rows]))
     return torch.cat(out).float().cpu()
 
 
@@ -197,14 +235,14 @@ def same_prompt_pairs(correct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 @dataclass
 class RewardConfig:
-    steps: int = 150  # optimiser steps
+    steps: int = 500  # optimiser steps
     batch_size: int = 128  # rows per step: completions (ORM) or batch_size // 2 pairs (Bradley-Terry)
-    lr: float = 1e-3  # AdamW, constant
-    weight_decay: float = 0.01
+    lr: float = 3e-4  # AdamW, constant
+    weight_decay: float = 0.0
 
     @classmethod
     def for_scale(cls, scale: str | None = None, **overrides) -> RewardConfig:
-        sizes = pick(smoke=dict(steps=5, batch_size=32), small=dict(), full=dict(steps=2000, batch_size=256),
+        sizes = pick(smoke=dict(steps=5, batch_size=32), small=dict(), full=dict(steps=3000, batch_size=256),
                      scale=scale)
         return cls(**{**sizes, **overrides})
 
@@ -218,13 +256,15 @@ def train_reward_model(reward_model: RewardModel, samples: LabelledSamples, obje
         raise ValueError(f"objective must be 'orm' or 'bt', got {objective!r}")
     prompts, completions, labels = samples.flat()
     device = lm._device(reward_model)
-    idx, lengths = (t.to(device) for t in encode_pairs(prompts, completions))
+    idx, lengths, starts = (t.to(device) for t in encode_pairs(prompts, completions))
     features = reward_model.frozen_features(idx)  # (B, T, C), once: the frozen part never changes
     labels = labels.to(device)
     chosen, rejected = (t.to(device) for t in same_prompt_pairs(samples.correct))
     n_rows = len(labels) if objective == "orm" else len(chosen)
     if n_rows == 0:
         raise ValueError("no same-prompt (correct, wrong) pairs to train a Bradley-Terry model on")
+    if reward_model.readout == "likelihood":
+        fit_readout(reward_model, features, idx, lengths, starts, labels, objective, chosen, rejected)
     g = torch.Generator().manual_seed(seed)
     trained = [p for p in reward_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
@@ -237,7 +277,7 @@ def train_reward_model(reward_model: RewardModel, samples: LabelledSamples, obje
         batch = torch.randint(n_rows, (n_batch,), generator=g).to(device)
         rows = batch if objective == "orm" else torch.cat([chosen[batch], rejected[batch]])
         width = int(lengths[rows].max())
-        r = reward_model.score_features(features[rows, :width], lengths[rows])
+        r = reward_model.score_features(features[rows, :width], idx[rows, :width], lengths[rows], starts[rows])
         # 2. the objective's loss
         if objective == "orm":
             loss = orm_loss(r, labels[rows]).mean()
@@ -250,6 +290,44 @@ def train_reward_model(reward_model: RewardModel, samples: LabelledSamples, obje
     log.flush()
     reward_model.eval()
     return history
+
+
+def fit_readout(reward_model: RewardModel, features: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor,
+                starts: torch.Tensor, labels: torch.Tensor, objective: str, chosen: torch.Tensor,
+                rejected: torch.Tensor, batch: int = 4096) -> None:
+    """Set the likelihood readout's scale a and offset b to the best fit with the trunk fixed.
+
+    With the copy as it is, r = a * log p_phi(y | x) + b is a logistic regression on one feature,
+    so a and b are fitted exactly (L-BFGS on two parameters) before the fine-tuning starts, which
+    therefore starts calibrated: the ORM's labels fit a and b, the Bradley-Terry pairs fit a (b
+    cancels in a difference, and stays).
+    """
+    with torch.no_grad():
+        scale, offset = reward_model.scale.detach().clone(), reward_model.offset.detach().clone()
+        reward_model.scale.fill_(1.0)
+        reward_model.offset.fill_(0.0)
+        logp = torch.cat([reward_model.score_features(features[i:i + batch, :int(lengths[i:i + batch].max())],
+                                                      idx[i:i + batch, :int(lengths[i:i + batch].max())],
+                                                      lengths[i:i + batch], starts[i:i + batch])
+                          for i in range(0, len(lengths), batch)]).double()  # (B,) log p_phi(y | x)
+    a = torch.tensor(float(scale), dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(float(offset), dtype=torch.float64, requires_grad=True)
+    params = [a, b] if objective == "orm" else [a]
+    solver = torch.optim.LBFGS(params, lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        solver.zero_grad()
+        if objective == "orm":
+            loss = orm_loss(a * logp + b, labels.double()).mean()
+        else:
+            loss = bradley_terry_loss(a * logp[chosen], a * logp[rejected]).mean()
+        loss.backward()
+        return loss
+
+    solver.step(closure)
+    with torch.no_grad():
+        reward_model.scale.fill_(float(a))
+        reward_model.offset.fill_(float(b))
 
 
 # ---------------------------------------------------------------------------------------------

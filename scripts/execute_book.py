@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # chapter comes last and runs alone at the end: about 60 s of a clean build.
 TYPICAL_SECONDS = {
     "foundations": 27, "ssl": 70, "autoregressive": 52, "gan": 67, "vae": 120, "diffusion": 124,
-    "guidance": 42, "flow": 167, "lm": 110, "reward": 53, "dpo": 35, "rl": 176,
+    "guidance": 42, "flow": 167, "lm": 80, "reward": 105, "dpo": 28, "rl": 70,
 }
 
 

@@ -56,6 +56,46 @@ def manual_logprob(model, prompt: str, completion: str) -> float:
     return total
 
 
+def test_cached_next_token_logits_match_the_full_forward_pass(model):
+    # key-value caching: the prefix once, then one position at a time, against forward on the
+    # whole prefix at every step
+    idx = torch.randint(1, tasks.VOCAB_SIZE, (5, 20), generator=torch.Generator().manual_seed(3))
+    caches = [{} for _ in model.blocks]
+    logits = model.next_token_logits(idx[:, :6], 0, caches)
+    for t in range(6, 20):
+        full, _ = model(idx[:, :t])
+        torch.testing.assert_close(logits, full[:, -1], atol=1e-5, rtol=1e-5)
+        logits = model.next_token_logits(idx[:, t:t + 1], t, caches)
+    assert caches[0]["k"].shape[2] == 20
+    with pytest.raises(ValueError):
+        model.next_token_logits(idx[:, :2], 20, caches)  # two positions at once after the prefix
+    with pytest.raises(ValueError):
+        model.next_token_logits(idx[:, :1], 0, caches[:1])
+
+
+class _Wrapped(torch.nn.Module):
+    """The same GPT behind another module: sampling cannot use the cache and runs the prefix."""
+
+    def __init__(self, gpt):
+        super().__init__()
+        self.gpt, self.config = gpt, gpt.config
+
+    def forward(self, idx, targets=None):
+        return self.gpt(idx, targets)
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.7, 3), (0.0, None)])
+def test_sampling_with_the_cache_draws_what_the_full_prefix_draws(model, temperature, top_k):
+    prompts = ["12+3:", "1+2+3:", "47+85=", "9+9:"] * 50  # prompts of different lengths
+    ids = lm.check_prompts(prompts, lm.context_length(model), 9)
+    lens = torch.tensor([len(p) for p in ids])
+    idx = lm.pad_batch(ids, int(lens.max()) + 9)
+    draws = [lm.sample_continuations(m, idx, lens, lens + 9, temperature, top_k, torch.Generator().manual_seed(0))
+             for m in (model, _Wrapped(model))]
+    assert torch.equal(draws[0], draws[1])
+    assert (draws[0][:, 9] != tasks.PAD_ID).any()  # something was drawn
+
+
 def test_sequence_logprob_matches_a_token_by_token_loop(model):
     prompts = ["12+3=", "7+45+8+0:", "1=", "999+999="]
     completions = ["15.", "52,60,60.", "1,2", "1998."]

@@ -244,7 +244,8 @@ def tiny_gpt():
 def test_reward_model_copies_the_trunk_and_reads_the_last_token(tiny_gpt):
     rm = reward.RewardModel(tiny_gpt)
     prompts, completions = ["12+3:", "1+2+3:", "47+85="], ["15.", "3,6.", "132."]
-    idx, lengths = reward.encode_pairs(prompts, completions)
+    idx, lengths, starts = reward.encode_pairs(prompts, completions)
+    assert starts.tolist() == [5, 6, 6] and lengths.tolist() == [8, 10, 10]
     # the trunk's last-token features times the LM's output layer are the LM's own logits there
     x = rm.tok_emb(idx) + rm.pos_emb(torch.arange(idx.shape[1]))
     for block in [*rm.frozen, *rm.trained]:
@@ -259,24 +260,88 @@ def test_reward_model_copies_the_trunk_and_reads_the_last_token(tiny_gpt):
     s = reward.score(rm, prompts, completions)
     torch.testing.assert_close(s, rm.head(features).squeeze(-1).detach(), atol=1e-5, rtol=1e-5)
     wide = torch.cat([idx, torch.full((3, 4), tasks.PAD_ID)], 1)
-    torch.testing.assert_close(rm(wide, lengths).detach(), s, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rm(wide, lengths, starts).detach(), s, atol=1e-5, rtol=1e-5)
     # a copy: the language model's weights are not shared
     assert rm.trained[0].attn.qkv.weight.data_ptr() != tiny_gpt.blocks[-1].attn.qkv.weight.data_ptr()
     with pytest.raises(ValueError):
-        rm(idx, lengths[:2])
+        rm(idx, lengths[:2], starts)
+    with pytest.raises(ValueError):
+        rm(idx, lengths, lengths)  # an empty completion
     with pytest.raises(ValueError):
         reward.RewardModel(tiny_gpt, trainable_blocks=2)  # the tiny GPT has one block
+    with pytest.raises(ValueError):
+        reward.RewardModel(tiny_gpt, readout="mean")
 
 
-@pytest.mark.slow  # about 15 s: two short training runs
-def test_training_a_reward_model_learns_a_rule_it_can_see(tiny_gpt):
+@pytest.mark.parametrize("trainable_blocks", [0, 1])
+def test_likelihood_readout_is_the_generators_log_likelihood_rescaled(tiny_gpt, trainable_blocks):
+    rm = reward.RewardModel(tiny_gpt, trainable_blocks, readout="likelihood")
+    prompts, completions = ["12+3:", "1+2+3:", "47+85=", "9+9:"], ["15.", "3,6.", "132.", "18,7,."]
+    # at the start (a = 1, b = 0) the score is lm.sequence_logprob, which scores the completion's
+    # tokens one by one from the language model's own forward pass
+    with torch.no_grad():
+        expected = lm.sequence_logprob(tiny_gpt, prompts, completions)
+    s = reward.score(rm, prompts, completions)
+    torch.testing.assert_close(s, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        rm.scale.fill_(-2.0)
+        rm.offset.fill_(0.5)
+    torch.testing.assert_close(reward.score(rm, prompts, completions), -2.0 * expected + 0.5, atol=1e-4, rtol=1e-5)
+    # one row at a time, and with extra padding, the same
+    idx, lengths, starts = reward.encode_pairs(prompts, completions)
+    wide = torch.cat([idx, torch.full((4, 3), tasks.PAD_ID)], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(rm(wide, lengths, starts), -2.0 * expected + 0.5, atol=1e-4, rtol=1e-5)
+        one = torch.stack([rm(idx[i:i + 1, :lengths[i]], lengths[i:i + 1], starts[i:i + 1])[0] for i in range(4)])
+    torch.testing.assert_close(one, -2.0 * expected + 0.5, atol=1e-4, rtol=1e-5)
+    # gradients reach the trained blocks and the readout, not the frozen embeddings
+    rm.train()
+    rm(idx, lengths, starts).sum().backward()
+    assert rm.lm_head.weight.grad is not None and rm.scale.grad is not None
+    assert rm.tok_emb.weight.grad is None
+    assert all(p.grad is not None for p in rm.trained.parameters())
+
+
+def test_fit_readout_is_the_logistic_regression_on_the_log_likelihood(tiny_gpt):
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(3)
+    prompts = [f"{a}+{b}:" for a in range(10, 40) for b in (1, 2)]
+    samples = reward.sample_and_label(tiny_gpt, prompts, 4, generator=g)
+    # labels that depend on the log-likelihood, with noise, so that the fit is finite
+    rm = reward.RewardModel(tiny_gpt, 1, readout="likelihood")
+    flat_prompts, flat_completions, _ = samples.flat()
+    logp = reward.score(rm, flat_prompts, flat_completions).double()
+    noise = torch.rand(len(logp), generator=g, dtype=torch.float64)
+    labels = (noise < torch.sigmoid(1.5 * (logp - logp.median()))).view(samples.correct.shape)
+    samples = reward.LabelledSamples(samples.prompts, samples.completions, labels)
+    reward.train_reward_model(rm, samples, "orm", reward.RewardConfig(steps=0), progress=False)
+    reference = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(logp[:, None].numpy(),
+                                                                                 labels.flatten().numpy())
+    assert abs(rm.scale.item() - reference.coef_[0, 0]) < 1e-3 * max(1, abs(reference.coef_[0, 0]))
+    assert abs(rm.offset.item() - reference.intercept_[0]) < 1e-3 * max(1, abs(reference.intercept_[0]))
+    # Bradley-Terry: a alone, by the pairs' logistic regression through the origin; b stays 0
+    bt = reward.RewardModel(tiny_gpt, 1, readout="likelihood")
+    reward.train_reward_model(bt, samples, "bt", reward.RewardConfig(steps=0), progress=False)
+    chosen, rejected = reward.same_prompt_pairs(labels)
+    diff = (logp[chosen] - logp[rejected])[:, None].numpy()
+    # each pair once as (w, l) with label 1 and once as (l, w) with label 0: the symmetric fit has no intercept
+    pairs = LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-10, max_iter=10_000).fit(
+        np.concatenate([diff, -diff]), np.concatenate([np.ones(len(diff)), np.zeros(len(diff))]))
+    assert abs(bt.scale.item() - pairs.coef_[0, 0]) < 1e-3 * max(1, abs(pairs.coef_[0, 0]))
+    assert bt.offset.item() == 0.0
+
+
+@pytest.mark.slow  # about 20 s: four short training runs
+@pytest.mark.parametrize("readout", ["head", "likelihood"])
+def test_training_a_reward_model_learns_a_rule_it_can_see(tiny_gpt, readout):
     # labels: "the completion ends in 5." — visible at the last token, so both objectives learn it
     prompts = [f"{a}+{b}:" for a, b in itertools.product(range(10, 30), range(3))][:40]
     completions = [[f"{d}{e}." for e in (5, 6, 7, 5)] for d in range(1, 41)]
     correct = torch.tensor([[c.endswith("5.") for c in group] for group in completions])
     samples = reward.LabelledSamples(prompts, completions, correct)
     for objective in ("orm", "bt"):
-        rm = reward.RewardModel(tiny_gpt, trainable_blocks=1)  # the embeddings stay frozen
+        rm = reward.RewardModel(tiny_gpt, trainable_blocks=1, readout=readout)  # the embeddings stay frozen
         frozen = {k: v.clone() for k, v in rm.state_dict().items() if k.startswith(("tok_emb", "pos_emb"))}
         config = reward.RewardConfig(steps=60, batch_size=32, lr=3e-3)
         history = reward.train_reward_model(rm, samples, objective, config, progress=False)
