@@ -65,12 +65,20 @@ def one_seed(model, seed: int) -> dict:
     weak_at = [test.correct[rows, reward.best_of_n_index(scores["weak"][:, :n])].double() for n in NS]
     peak = max(range(len(NS)), key=lambda i: float(weak_at[i].mean()))
     gap, se = paired(orm_at[8], vote8)
+    # the same comparison on all eight disjoint groups of eight candidates, averaged per problem
+    groups = range(0, 64, 8)
+    vote_all = torch.tensor([[tasks.verify(p, sampling.majority_vote(c[o:o + 8])) for o in groups]
+                             for p, c in zip(test.prompts, test.completions)]).double().mean(1)
+    orm_all = torch.stack([test.correct[rows, o + reward.best_of_n_index(scores["orm"][:, o:o + 8])].double()
+                           for o in groups], 1).mean(1)
+    gap_all, se_all = paired(orm_all, vote_all)
     fall, fall_se = paired(weak_at[peak], weak_at[-1])
     return {"seed": seed, "vote8": float(vote8.mean()), "orm8": float(orm_at[8].mean()), "gap": gap, "se": se,
             "orm64": float(orm_at[64].mean()), "within_orm": reward.within_prompt_accuracy(valid_scores, valid.correct),
             "within_lik": reward.within_prompt_accuracy(logp, valid.correct), "weak1": float(weak_at[0].mean()),
             "weak_peak": float(weak_at[peak].mean()), "peak_n": NS[peak], "weak64": float(weak_at[-1].mean()),
-            "fall": fall, "fall_se": fall_se, "seconds": time.perf_counter() - start}
+            "fall": fall, "fall_se": fall_se, "vote8_all": float(vote_all.mean()),
+            "orm8_all": float(orm_all.mean()), "gap_all": gap_all, "se_all": se_all, "seconds": time.perf_counter() - start}
 
 
 def main() -> None:
@@ -79,14 +87,16 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="append the table to bench/results.md")
     args = parser.parse_args()
     model = lm.load_base_model(get_device())
-    header = ("| seed | majority@8 | ORM best-of-8 | gap (paired s.e.) | ORM best-of-64 | within-prompt: ORM / "
+    header = ("| seed | majority@8 | ORM best-of-8 | gap (paired s.e.) | all 8 groups of 8: majority, ORM, gap (s.e.) "
+              "| ORM best-of-64 | within-prompt: ORM / "
               "likelihood | weak ORM: N=1, peak (N), N=64 | fall from peak (s.e.) | seconds |\n"
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     lines = []
     for seed in args.seeds:
         r = one_seed(model, seed)
         lines.append(f"| {r['seed']} | {r['vote8']:.3f} | {r['orm8']:.3f} | {r['gap']:+.3f} ({r['se']:.3f}, "
-                     f"{r['gap'] / r['se']:+.1f} s.e.) | {r['orm64']:.3f} | {r['within_orm']:.3f} / "
+                     f"{r['gap'] / r['se']:+.1f} s.e.) | {r['vote8_all']:.3f}, {r['orm8_all']:.3f}, {r['gap_all']:+.3f} "
+                     f"({r['se_all']:.3f}, {r['gap_all'] / r['se_all']:+.1f} s.e.) | {r['orm64']:.3f} | {r['within_orm']:.3f} / "
                      f"{r['within_lik']:.3f} | {r['weak1']:.3f}, {r['weak_peak']:.3f} ({r['peak_n']}), "
                      f"{r['weak64']:.3f} | {r['fall']:.3f} ({r['fall_se']:.3f}) | {r['seconds']:.0f} |")
         print(lines[-1], flush=True)

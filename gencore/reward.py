@@ -457,21 +457,34 @@ def best_of_n_pmf(p: torch.Tensor, rewards: torch.Tensor, n: int) -> torch.Tenso
 def accuracy_curve(choose: Callable, correct: torch.Tensor, tokens: torch.Tensor, ns) -> dict[str, list[float]]:
     """Accuracy of a selection rule against N, with standard errors and tokens spent.
 
-    ``choose(n)`` returns the index (P,) of the candidate picked among the first n of each
-    prompt; ``correct`` and ``tokens`` are (P, N_max). Per n: ``accuracy`` (mean over prompts),
-    ``standard_error`` (std of the per-prompt 0/1 over sqrt(P)) and ``tokens`` (mean tokens of the
-    first n candidates: every one was generated, picked or not).
+    ``correct`` and ``tokens`` are (P, N_max): N_max independent candidates of each of P problems.
+    ``choose(n, offset)`` returns the index (P,) of the candidate picked among candidates
+    offset .. offset + n - 1 of each problem. For each n the N_max // n disjoint groups of n
+    candidates are all used, which estimates the same accuracy as the first group alone with
+    less variance. Per n: ``accuracy`` (mean over problems of the fraction of groups whose pick
+    is correct), ``standard_error`` (std of those per-problem fractions over sqrt(P): problems
+    are the independent units), ``tokens`` (mean tokens of a group of n candidates: every one was
+    generated, picked or not) and ``groups`` (N_max // n).
     """
     if correct.shape != tokens.shape or correct.dim() != 2:
         raise ValueError(f"correct and tokens must share one shape (P, N), got {tuple(correct.shape)} and {tuple(tokens.shape)}")
-    out: dict[str, list[float]] = {"n": [], "accuracy": [], "standard_error": [], "tokens": []}
-    P = correct.shape[0]
+    out: dict[str, list[float]] = {"n": [], "accuracy": [], "standard_error": [], "tokens": [], "groups": []}
+    P, n_max = correct.shape
+    rows = torch.arange(P)
     for n in ns:
-        if not 1 <= n <= correct.shape[1]:
-            raise ValueError(f"n must be in 1..{correct.shape[1]}, got {n}")
-        picked = correct[torch.arange(P), choose(n)].double()  # (P,) 0/1
+        if not 1 <= n <= n_max:
+            raise ValueError(f"n must be in 1..{n_max}, got {n}")
+        groups = n_max // n
+        picked = torch.zeros(P, dtype=torch.float64)
+        for offset in range(0, groups * n, n):
+            index = choose(n, offset)
+            if index.shape != (P,) or bool(((index < offset) | (index >= offset + n)).any()):
+                raise ValueError(f"choose({n}, {offset}) must return (P,) = ({P},) indices in {offset}..{offset + n - 1}")
+            picked += correct[rows, index].double()
+        picked /= groups  # (P,): the fraction of this problem's groups solved
         out["n"].append(int(n))
         out["accuracy"].append(float(picked.mean()))
         out["standard_error"].append(float(picked.std() / math.sqrt(P)) if P > 1 else float("nan"))
-        out["tokens"].append(float(tokens[:, :n].sum(1).double().mean()))
+        out["tokens"].append(float(tokens[:, :groups * n].sum(1).double().mean() / groups))
+        out["groups"].append(groups)
     return out

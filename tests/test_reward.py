@@ -222,14 +222,23 @@ def test_weighted_majority_vote_against_counting_by_hand():
 def test_accuracy_curve_by_hand():
     correct = torch.tensor([[0, 1, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0]], dtype=torch.bool)
     tokens = torch.tensor([[4, 5, 6], [4, 4, 4], [7, 5, 5], [6, 6, 6]])
-    # an oracle rule: the first correct candidate among the first n, else the first
-    curve = reward.accuracy_curve(lambda n: reward.best_of_n_index(correct[:, :n].float()), correct, tokens, [1, 2, 3])
-    assert curve["accuracy"] == [0.25, 0.5, 0.75]
-    assert curve["tokens"] == [21 / 4, 41 / 4, 62 / 4]
-    for a, se in zip(curve["accuracy"], curve["standard_error"]):
-        assert abs(se - math.sqrt(a * (1 - a) * 4 / 3 / 4)) < 1e-12  # sample std (ddof 1) over sqrt(4)
+
+    def oracle(n, offset):  # the first correct candidate of the group, else its first
+        return offset + reward.best_of_n_index(correct[:, offset:offset + n].float())
+
+    curve = reward.accuracy_curve(oracle, correct, tokens, [1, 2, 3])
+    # n = 1: three groups of one, the fraction correct per problem 2/3, 1/3, 1/3, 0
+    # n = 2: one group, candidates 0 and 1: 1, 1, 0, 0; n = 3: 1, 1, 1, 0
+    per_problem = [[2 / 3, 1 / 3, 1 / 3, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]]
+    for got, se, want in zip(curve["accuracy"], curve["standard_error"], per_problem):
+        assert abs(got - sum(want) / 4) < 1e-12
+        assert abs(se - float(np.std(want, ddof=1)) / 2) < 1e-12  # sample std over sqrt(4)
+    assert curve["groups"] == [3, 1, 1]
+    assert curve["tokens"] == [62 / 4 / 3, 41 / 4, 62 / 4]
     with pytest.raises(ValueError):
-        reward.accuracy_curve(lambda n: torch.zeros(4, dtype=torch.long), correct, tokens, [4])
+        reward.accuracy_curve(oracle, correct, tokens, [4])
+    with pytest.raises(ValueError):  # a pick outside its group
+        reward.accuracy_curve(lambda n, offset: torch.zeros(4, dtype=torch.long), correct, tokens, [1])
 
 
 # -- the reward model and its data ----------------------------------------------------------------
