@@ -189,17 +189,20 @@ def encode_pairs(prompts: list[str], completions: list[str]) -> tuple[torch.Tens
     return lm.pad_batch(seqs), torch.tensor([len(s) for s in seqs]), torch.tensor([len(p) for p in prompts])
 
 
+def _batches(lengths: torch.Tensor, batch: int):
+    """(rows, width) for consecutive slices of ``batch`` rows, each cut to its longest row."""
+    for i in range(0, len(lengths), batch):
+        rows = slice(i, i + batch)
+        yield rows, int(lengths[rows].max())
+
+
 @torch.no_grad()
 def score(reward_model: RewardModel, prompts: list[str], completions: list[str], batch: int = 4096) -> torch.Tensor:
     """r(x, y) for every (prompt, completion) pair, (B,) float."""
     device = lm._device(reward_model)
     idx, lengths, starts = (t.to(device) for t in encode_pairs(prompts, completions))
     reward_model.eval()
-    out = []
-    for i in range(0, len(lengths), batch):
-        rows = slice(i, i + batch)
-        width = int(lengths[rows].max())
-        out.append(reward_model(idx[rows, :width], lengths[rows], starts[rows]))
+    out = [reward_model(idx[rows, :width], lengths[rows], starts[rows]) for rows, width in _batches(lengths, batch)]
     return torch.cat(out).float().cpu()
 
 
@@ -306,10 +309,9 @@ def fit_readout(reward_model: RewardModel, features: torch.Tensor, idx: torch.Te
         scale, offset = reward_model.scale.detach().clone(), reward_model.offset.detach().clone()
         reward_model.scale.fill_(1.0)
         reward_model.offset.fill_(0.0)
-        logp = torch.cat([reward_model.score_features(features[i:i + batch, :int(lengths[i:i + batch].max())],
-                                                      idx[i:i + batch, :int(lengths[i:i + batch].max())],
-                                                      lengths[i:i + batch], starts[i:i + batch])
-                          for i in range(0, len(lengths), batch)]).double()  # (B,) log p_phi(y | x)
+        logp = torch.cat([reward_model.score_features(features[rows, :width], idx[rows, :width], lengths[rows],
+                                                      starts[rows])
+                          for rows, width in _batches(lengths, batch)]).double()  # (B,) log p_phi(y | x)
     a = torch.tensor(float(scale), dtype=torch.float64, requires_grad=True)
     b = torch.tensor(float(offset), dtype=torch.float64, requires_grad=True)
     params = [a, b] if objective == "orm" else [a]
